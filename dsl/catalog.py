@@ -1,0 +1,54 @@
+"""What the checker needs to know about installed plugins, as plain data.
+
+The engine discovers plugins through entry points and hands the checker a
+:class:`Catalog`; ``dsl`` itself never looks anything up, so it stays pure and a test can
+build a catalogue by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+
+class ValueType(StrEnum):
+    """The type of a context field, as the checker sees it."""
+
+    TEXT = "text"
+    NUMBER = "number"
+    MONEY = "money"
+    PERCENT = "percent"
+    DURATION = "duration"
+    BOOLEAN = "boolean"
+    DATETIME = "datetime"
+    LIST = "list"  # a list of text, such as fan.tags
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    name: str
+    description: str
+    # Every field the trigger's context provides, by dotted path: "fan.total_spent".
+    fields: Mapping[str, ValueType]
+    # The trigger's own arguments (`when subscription_expiring days_before: 3`), if any.
+    config_model: type[BaseModel] | None = None
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    description: str
+    config_model: type[BaseModel]
+    # Triggers this action may cause (an offer redemption, say): for loop detection.
+    emits: tuple[str, ...] = ()
+    # Whether running it reaches outside the system (a message, a webhook).
+    side_effects: bool = True
+
+
+@dataclass(frozen=True)
+class Catalog:
+    triggers: Mapping[str, TriggerSpec] = field(default_factory=dict)
+    actions: Mapping[str, ActionSpec] = field(default_factory=dict)

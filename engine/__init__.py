@@ -1,0 +1,1 @@
+"""The Huntaze engine: plugins, storage, events and execution. Depends on ``dsl`` only."""

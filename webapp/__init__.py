@@ -1,0 +1,1 @@
+"""The hosts: the ``huntaze`` command line and the web application."""
