@@ -116,6 +116,9 @@ class AstBuilder(Transformer):
             return ast.Module(())
         return ast.Module(tuple(c), span=c[0].span.to(c[-1].span))
 
+    def expression(self, c):
+        return c[0]
+
     def automation(self, c):
         name = decode_string(c[1]).value
         description = None
@@ -226,6 +229,7 @@ _lark = Lark.open(
     rel_to=__file__,
     parser="lalr",
     lexer="contextual",
+    start=["start", "expression"],
     transformer=AstBuilder(),
     maybe_placeholders=True,
 )
@@ -251,6 +255,17 @@ def parse(text: str, filename: str = "<text>") -> ast.Module:
     return module
 
 
+def parse_expression(text: str) -> ast.Expr:
+    """Parse a condition on its own, such as ``fan.total_spent > $20``."""
+    try:
+        return _lark.parse(text, start="expression")
+    except (UnexpectedInput, LiteralError) as exc:
+        diagnostic = (
+            exc.diagnostic if isinstance(exc, LiteralError) else describe_syntax_error(exc, text)
+        )
+        raise DslError([diagnostic], text, "<condition>") from None
+
+
 def parse_with_diagnostics(text: str) -> tuple[ast.Module | None, list[Diagnostic]]:
     """Parse text; the module is None when there is any syntax error."""
     diagnostics: list[Diagnostic] = []
@@ -258,7 +273,7 @@ def parse_with_diagnostics(text: str) -> tuple[ast.Module | None, list[Diagnosti
     masked = text
     while True:
         try:
-            module = _lark.parse(masked)
+            module = _lark.parse(masked, start="start")
         except (UnexpectedInput, LiteralError) as exc:
             diagnostic = (
                 exc.diagnostic
