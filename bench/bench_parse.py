@@ -106,15 +106,21 @@ def run_check(text: str, rounds: int) -> tuple[list[Result], str]:
     command = check_command()
     if command is None:
         return [], "(d) skipped: webapp.cli does not exist yet"
-    check_label, python_label = "(d) huntaze check, wall", "    python -c pass, wall"
-    times: dict[str, list[float]] = {check_label: [], python_label: []}
+    check_label = "(d) huntaze check, wall"
+    # What start-up alone costs: the interpreter, then the interpreter plus our imports.
+    references = {
+        "    python -c pass, wall": [sys.executable, "-c", "pass"],
+        "    huntaze --version, wall": [*command, "--version"],
+    }
+    times: dict[str, list[float]] = {check_label: [], **{label: [] for label in references}}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "corpus.hz"
         path.write_text(text, encoding="utf-8")
         for _ in range(rounds):
             elapsed, completed = wall_time([*command, "check", str(path)])
             times[check_label].append(elapsed)
-            times[python_label].append(wall_time([sys.executable, "-c", "pass"])[0])
+            for label, reference in references.items():
+                times[label].append(wall_time(reference)[0])
     note = f"(d) ran `{' '.join(command)} check corpus.hz`: {outcome(completed)}"
     return [Result(label, samples) for label, samples in times.items()], note
 

@@ -67,12 +67,12 @@ ITEMS = ("ppv", "bundle", "tip", "custom")
 MESSAGES = (
     "Hey {{ fan.name }}, thanks for subscribing!",
     "Welcome back, {{ fan.name }}!",
-    "Thank you so much {{ fan.name }} \\u{1F60D}",
+    "Thank you so much {{ fan.name }} 😍",
     "{{ fan.name }}, your VIP perks are waiting.",
     'Hi {{ fan.name }}! Reply \\"yes\\" for a surprise.',
     "Don't miss out, {{ fan.name }}: 24 hours left.\\nSee you soon!",
     "Here is a little something for you, {{ fan.name }}.",
-    "Thanks for the tip, {{ fan.name }} \\u{2764}",
+    "Thanks for the tip, {{ fan.name }} ❤️",
 )
 OWN_LINE_COMMENTS = (
     "# Keep this gentle: the fan just arrived.",
@@ -122,7 +122,8 @@ class _Writer:
         if shape < 0.8:
             return f"{self.condition_atom()} or {self.condition_atom()}"
         if shape < 0.9:
-            return f"not ({self.condition_atom(negatable=True)})"
+            # `not` binds looser than comparisons: canonical text has no parentheses here.
+            return f"not {self.condition_atom(negatable=True)}"
         # `and` binds tighter than `or`: parentheses are needed only around the `or`.
         return f"({self.condition_atom()} or {self.condition_atom()}) and {self.condition_atom()}"
 
