@@ -184,7 +184,9 @@ def _instance(obj: object, base: type) -> object:
         return obj()
     if isinstance(obj, base):
         return obj
-    raise PluginError(f"{obj!r} is not a {base.__module__}.{base.__qualname__} subclass")
+    raise PluginError(
+        f"{obj!r} is neither a subclass nor an instance of {base.__module__}.{base.__qualname__}"
+    )
 
 
 def _description(plugin: object) -> str:
