@@ -1,0 +1,140 @@
+"""Docs that can be tested are tested.
+
+Every ```hz block in the Markdown docs is a complete automation file and must parse;
+every ```hz-error block must fail with the language's error, and when it is followed
+directly by a ```text block, that block is the exact rendered output. The grammar
+printed in docs/language.md is the grammar the parser loads. Every .hz file under
+examples/ parses, and those at its top level are already in canonical format.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import dsl
+from dsl import DslError
+
+ROOT = Path(__file__).resolve().parent.parent
+LANGUAGE_MD = ROOT / "docs" / "language.md"
+GRAMMAR = ROOT / "dsl" / "grammar.lark"
+# Error examples in the docs are rendered as if they came from this file.
+ERROR_FILENAME = "example.hz"
+
+_FENCE = re.compile(
+    r"^(?P<fence>`{3,})(?P<info>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.M | re.S
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    path: Path
+    line: int
+    info: str
+    body: str
+    # The ```text block that follows this one with only blank lines between, if any.
+    output: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+
+def fenced_blocks(path: Path) -> list[Block]:
+    text = path.read_text(encoding="utf-8")
+    matches = list(_FENCE.finditer(text))
+    blocks = []
+    for i, m in enumerate(matches):
+        output = None
+        following = matches[i + 1] if i + 1 < len(matches) else None
+        if (
+            following is not None
+            and following.group("info") == "text"
+            and text[m.end() : following.start()].strip() == ""
+        ):
+            output = following.group("body")
+        line = text.count("\n", 0, m.start()) + 1
+        blocks.append(Block(path, line, m.group("info"), m.group("body"), output))
+    return blocks
+
+
+def doc_files() -> list[Path]:
+    readme = ROOT / "README.md"
+    return ([readme] if readme.exists() else []) + sorted((ROOT / "docs").rglob("*.md"))
+
+
+def blocks_of(info: str) -> list[Block]:
+    return [b for path in doc_files() for b in fenced_blocks(path) if b.info == info]
+
+
+def example_files() -> list[Path]:
+    return sorted((ROOT / "examples").rglob("*.hz"))
+
+
+def _params(blocks: list[Block]):
+    return [pytest.param(b, id=b.id) for b in blocks]
+
+
+@pytest.mark.parametrize("block", _params(blocks_of("hz")))
+def test_hz_block_parses(block: Block) -> None:
+    module = dsl.parse(block.body, block.id)
+    assert module.automations, "an ```hz block should hold at least one automation"
+
+
+@pytest.mark.parametrize("block", _params(blocks_of("hz-error")))
+def test_hz_error_block_fails_as_documented(block: Block) -> None:
+    with pytest.raises(DslError) as caught:
+        dsl.parse(block.body, ERROR_FILENAME)
+    assert caught.value.diagnostics
+    if block.output is not None:
+        assert str(caught.value) == block.output.rstrip("\n")
+
+
+def test_language_reference_has_examples_of_each_kind() -> None:
+    """Guards the tests above against passing because the blocks were not found."""
+    infos = [b.info for b in fenced_blocks(LANGUAGE_MD)]
+    assert infos.count("hz") >= 10
+    assert infos.count("hz-error") >= 10
+    assert "lark" in infos
+
+
+def test_language_reference_shows_the_grammar_verbatim() -> None:
+    grammars = [b.body for b in fenced_blocks(LANGUAGE_MD) if b.info == "lark"]
+    assert grammars == [GRAMMAR.read_text(encoding="utf-8")]
+
+
+def _named_error_codes() -> set[str]:
+    """The codes of the named syntax errors, read from dsl.messages' source."""
+    import dsl.messages
+
+    source = Path(dsl.messages.__file__).read_text(encoding="utf-8")
+    return set(re.findall(r'code="(syntax/[\w-]+)"', source)) | {dsl.messages.UNCLOSED_BLOCK}
+
+
+def test_every_named_syntax_error_is_documented() -> None:
+    documented: set[str] = set()
+    for block in blocks_of("hz-error"):
+        _, diagnostics = dsl.parse_with_diagnostics(block.body)
+        documented |= {d.code for d in diagnostics}
+    missing = _named_error_codes() - documented
+    assert not missing, f"no ```hz-error example in the docs produces {sorted(missing)}"
+
+
+def test_examples_exist() -> None:
+    assert len(example_files()) >= 10
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_example_parses(path: Path) -> None:
+    dsl.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "examples").glob("*.hz")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_example_is_in_canonical_format(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert dsl.format_text(text, str(path)) == text
