@@ -16,3 +16,13 @@ class DslError(Exception):
         self.source = source
         self.filename = filename
         super().__init__(render_all(diagnostics, source, filename))
+
+
+class FlowError(ValueError):
+    """A flow in the step format that cannot be read; ``field`` says where, as in
+    ``steps[2].config.duration``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
