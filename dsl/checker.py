@@ -160,7 +160,7 @@ class _AutomationChecker:
         try:
             model.model_validate(values)
         except ValidationError as exc:
-            self.validation_errors(exc, spans)
+            self.validation_errors(exc, spans, owner, node.span)
 
     def argument_value(self, arg: ast.Argument, annotation: Any) -> Any:
         """The Python value of an argument, or None after reporting why it has none."""
@@ -198,7 +198,13 @@ class _AutomationChecker:
                 for placeholder in item.placeholders:
                     self.out.extend(check_placeholder(placeholder, self.fields))
 
-    def validation_errors(self, exc: ValidationError, spans: Mapping[str, ast.Span]) -> None:
+    def validation_errors(
+        self,
+        exc: ValidationError,
+        spans: Mapping[str, ast.Span],
+        owner: str,
+        node_span: ast.Span,
+    ) -> None:
         reported: set[str] = set()
         for problem in exc.errors():
             name = str(problem["loc"][0]) if problem["loc"] else ""
@@ -208,13 +214,14 @@ class _AutomationChecker:
             message = problem["msg"]
             if message.startswith("Value error, "):
                 message = message[len("Value error, ") :]
-            self.out.append(
-                error(
-                    f"invalid `{name}`: {message[0].lower()}{message[1:]}",
-                    spans.get(name, next(iter(spans.values()))),
-                    code="argument/invalid",
-                )
-            )
+            message = message[:1].lower() + message[1:]
+            # A model-level validator names no argument (and may fail with none given):
+            # the problem belongs to the whole action or trigger.
+            if name in spans:
+                text, span = f"invalid `{name}`: {message}", spans[name]
+            else:
+                text, span = f"invalid arguments for {owner}: {message}", node_span
+            self.out.append(error(text, span, code="argument/invalid"))
 
     # --- Conditions ------------------------------------------------------------------
 
