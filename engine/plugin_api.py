@@ -65,9 +65,11 @@ def _money(value: Any) -> Any:
     """Events arrive as JSON, where ``12.5`` or ``"12.50"`` means US dollars."""
     if isinstance(value, int | float | str | Decimal) and not isinstance(value, bool):
         try:
-            return Money(Decimal(str(value)))
+            amount = Decimal(str(value))
         except InvalidOperation:
             return value  # let pydantic report it as an invalid Money
+        if amount.is_finite():  # "NaN" and "Infinity" parse, but are no amount
+            return Money(amount)
     return value
 
 

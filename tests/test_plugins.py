@@ -203,10 +203,11 @@ def test_trigger_contexts_validate_json_events(trigger, event):
     assert context.fan.country is None and context.fan.message_count == 0
 
 
-def test_money_in_events_must_be_an_amount():
+@pytest.mark.parametrize("amount", ["lots", "NaN", float("inf"), True, None])
+def test_money_in_events_must_be_an_amount(amount):
     context_model = load_catalogue().triggers["purchase_completed"].Context
     with pytest.raises(ValidationError):
-        context_model.model_validate({"fan": FAN_JSON, "event": {"amount": "lots", "item": "x"}})
+        context_model.model_validate({"fan": FAN_JSON, "event": {"amount": amount, "item": "x"}})
 
 
 @pytest.mark.parametrize(
