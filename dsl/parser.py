@@ -4,9 +4,11 @@ The grammar lives in ``grammar.lark`` and is loaded once. Lark's LALR parser bui
 tree directly through :class:`AstBuilder` (no intermediate parse tree), so parsing costs
 about as much as Lark's bare parse.
 
-Error recovery: on a syntax error the parser records a diagnostic, neutralises the
-offending line (or, when the damage is structural, the whole automation) with spaces of
-the same length so every other position stays put, and parses again. Errors that are a
+Error recovery: on a syntax error the parser records a diagnostic, repairs the mistake in
+place when a fix of the same length exists (a name in capitals, single quotes, a damaged
+trigger line) or else neutralises the offending line (or, when the damage is structural,
+the whole automation) with spaces of the same length, so every other position stays put,
+and parses again. Errors that are a
 consequence of an earlier one on the same line are not reported twice.
 """
 
@@ -21,7 +23,12 @@ from lark.exceptions import UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from dsl import ast
 from dsl.diagnostics import Diagnostic, error
 from dsl.errors import DslError
-from dsl.messages import UNCLOSED_BLOCK, describe_syntax_error
+from dsl.messages import (
+    RECOVER_BY_AUTOMATION,
+    describe_syntax_error,
+    misplaced_keyword,
+    trigger_name_on_next_line,
+)
 
 MAX_ERRORS = 50
 
@@ -134,10 +141,18 @@ class AstBuilder(Transformer):
         return decode_string(c[1])
 
     def trigger(self, c):
+        if c[1].line != c[0].line:
+            # Newlines are not significant, so `when` alone would take the first step's
+            # name as the trigger's: the name must share the line.
+            raise LiteralError(trigger_name_on_next_line(c[0]))
         args = c[2] if len(c) > 2 else ()
         return ast.Trigger(c[1].value, args, _cover(c[0], args[-1] if args else c[1]))
 
     def action(self, c):
+        # Where a step goes, the lexer reads keywords such as `when` or `else` as names.
+        misplaced = misplaced_keyword(c[0])
+        if misplaced is not None:
+            raise LiteralError(misplaced)
         args = c[1] if len(c) > 1 else ()
         return ast.Action(c[0].value, args, _cover(c[0], args[-1] if args else c[0]))
 
@@ -284,8 +299,10 @@ def parse_with_diagnostics(text: str) -> tuple[ast.Module | None, list[Diagnosti
             if line not in reported_lines:
                 reported_lines.add(line)
                 diagnostics.append(diagnostic)
-            structural = diagnostic.code == UNCLOSED_BLOCK or _is_structural(exc)
-            recovered = _neutralise(masked, diagnostic.span, structural)
+            structural = diagnostic.code in RECOVER_BY_AUTOMATION or _is_structural(exc)
+            recovered = _repair(masked, diagnostic)
+            if recovered in (None, masked):
+                recovered = _neutralise(masked, diagnostic.span, structural)
             if recovered == masked or len(diagnostics) >= MAX_ERRORS:
                 return None, diagnostics
             masked = recovered
@@ -320,6 +337,42 @@ def _is_structural(exc: Exception) -> bool:
     if isinstance(exc, UnexpectedToken):
         return exc.token.type in ("$END", "AUTOMATION")
     return False
+
+
+def _repair(text: str, diagnostic: Diagnostic) -> str | None:
+    """The text with a mistake fixed in place when the fix keeps every length (a name in
+    capitals, a string in single quotes), so the rest of the line is still checked."""
+    span = diagnostic.span
+    start = _line_offset(text, span.line) + span.column - 1
+    if diagnostic.code == "syntax/case":
+        end = start + span.end_column - span.column
+        return text[:start] + text[start:end].lower() + text[end:]
+    if diagnostic.code not in _KEEP_OUT_OF_TRIGGER_REPAIR:
+        trigger = _trigger_stub(text, span.line)
+        if trigger is not None:
+            return trigger
+    if diagnostic.code == "syntax/quote":
+        quoted = re.compile(r"'[^'\"\\\n]*'").match(text, start)
+        if quoted:
+            return text[:start] + '"' + quoted.group(0)[1:-1] + '"' + text[quoted.end() :]
+    return None
+
+
+# A damaged trigger line becomes `when _`, so the automation keeps a trigger and its steps
+# are still checked; not when the `when` itself is the mistake.
+_KEEP_OUT_OF_TRIGGER_REPAIR = RECOVER_BY_AUTOMATION | {"syntax/second-trigger"}
+_TRIGGER_LINE = re.compile(r"([ \t]*)when[ \t]+[^{}\n]*")
+
+
+def _trigger_stub(text: str, line: int) -> str | None:
+    start = _line_offset(text, line)
+    end = text.find("\n", start)
+    end = len(text) if end == -1 else end
+    m = _TRIGGER_LINE.match(text, start)
+    if m is None or m.end() != end:
+        return None
+    stub = m.group(1) + "when _"
+    return text[:start] + stub + " " * (end - start - len(stub)) + text[end:]
 
 
 def _neutralise(text: str, span: ast.Span, structural: bool) -> str:
