@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 
-from jinja2 import TemplateSyntaxError, nodes
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from dsl.ast import Placeholder
@@ -22,17 +22,28 @@ ALLOWED_FILTERS = frozenset(
     {"default", "upper", "lower", "title", "capitalize", "trim", "round", "int", "join"}
 )
 
+
+def _default(value: object, default_value: object = "", boolean: bool = False) -> object:
+    # A null field is missing, as in conditions: it takes the fallback too.
+    if value is None or isinstance(value, Undefined) or (boolean and not value):
+        return default_value
+    return value
+
+
 # Only `{{ }}` has a meaning in a message: Jinja's block and comment markers are moved
 # to sequences nobody types, so "{% off" or "{#1 fan}" in a message stay plain text.
+# A null field renders as nothing, never as "None".
 _env = ImmutableSandboxedEnvironment(
     autoescape=False,
     keep_trailing_newline=True,
+    finalize=lambda value: "" if value is None else value,
     block_start_string="{\x00%",
     block_end_string="%\x00}",
     comment_start_string="{\x00#",
     comment_end_string="#\x00}",
 )
 _env.filters = {name: _env.filters[name] for name in ALLOWED_FILTERS}
+_env.filters["default"] = _default
 _env.globals = {}
 
 
@@ -50,7 +61,9 @@ def check_placeholder(placeholder: Placeholder, fields: Mapping[str, object]) ->
                 code="template",
             )
         ]
-    expr = tree.body[0].nodes[0]  # Template → Output → expression
+    # Template → Output → expression; "a }} text {{ b" would be more than one.
+    single = len(tree.body) == 1 and len(tree.body[0].nodes) == 1
+    expr = tree.body[0].nodes[0] if single else None
     filters = []
     while isinstance(expr, nodes.Filter):
         filters.append(expr)
