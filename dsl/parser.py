@@ -77,6 +77,7 @@ def decode_string(tok: Token) -> ast.String:
                 f"unknown escape `{m.group(0)}` in a string",
                 span,
                 hint='use \\" \\\\ \\n \\t \\r or \\u{1F600}',
+                code="syntax/escape",
             )
         )
 
@@ -103,7 +104,10 @@ def _placeholders(tok: Token, raw: str):
         span = ast.Span(tok.line, column, tok.line, column + 2, 0, 0)
         raise LiteralError(
             error(
-                "unclosed placeholder `{{`", span, hint="close it with `}}`, as in {{ fan.name }}"
+                "unclosed placeholder `{{`",
+                span,
+                hint="close it with `}}`, as in {{ fan.name }}",
+                code="syntax/placeholder",
             )
         )
 
