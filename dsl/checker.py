@@ -296,7 +296,17 @@ class _AutomationChecker:
                 return ValueType.BOOLEAN
             case ast.ListExpr(items=items):
                 for item in items:
-                    self.expression(item)
+                    known = self.expression(item) is not None
+                    if known and not _is_literal(item):
+                        # Lists are literals: conditions compile them to constant sets.
+                        self.out.append(
+                            error(
+                                "a list holds written-out values",
+                                item.span,
+                                hint='as in `fan.country in ["US", "CA"]`',
+                                code="type/list",
+                            )
+                        )
                 return ValueType.LIST
         return literal_type(expr)
 
