@@ -13,7 +13,7 @@ import pytest
 from catalog_fixture import CATALOG
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from dsl import Diagnostic, Severity, check, parse
+from dsl import Diagnostic, DslError, Severity, check, compile_text, parse
 from dsl.catalog import ActionSpec
 from dsl.values import Money, Percentage
 
@@ -417,6 +417,17 @@ def test_money_and_plain_numbers_compare():
 def test_in_on_text_and_lists_is_accepted():
     text = condition('"hi" in fan.name and fan.country not in ["US", "CA"] and "vip" in fan.tags')
     assert diagnostics(text) == []
+
+
+def test_a_list_in_a_condition_holds_written_out_values():
+    # Found while writing these tests: `[fan.name, "CA"]` passed the checker, and the
+    # compiled condition then failed to build (lists compile to constant sets).
+    text = condition('fan.country in [fan.name, "CA"]')
+    found = only(text)
+    assert (found.code, found.message) == ("type/list", "a list holds written-out values")
+    assert at(found) == position(text, "fan.name")
+    with pytest.raises(DslError):
+        compile_text(text, CATALOG)
 
 
 def test_a_group_of_fields_is_not_a_value():
