@@ -1,17 +1,23 @@
-"""A hand-built plugin catalogue for the pure ``dsl`` tests.
+"""A hand-built plugin catalogue for the pure ``dsl`` tests, and generated automations
+the compiler accepts.
 
-It mirrors the built-in triggers and actions (plus ``create_offer``) without importing
-``engine`` or ``plugins``, so the checker, compiler and flow tests do not depend on
-plugin discovery and keep working while that code changes.
+The catalogue mirrors the built-in triggers and actions (plus ``create_offer``) without
+importing ``engine`` or ``plugins``, so the checker, compiler and flow tests do not
+depend on plugin discovery and keep working while that code changes.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
+from strategies import automations
 
+from dsl import ast
 from dsl.catalog import ActionSpec, Catalog, TriggerSpec, ValueType
+from dsl.formatter import expression
 from dsl.values import Money, Percentage
 
 FAN_FIELDS = {
@@ -76,3 +82,48 @@ CATALOG = Catalog(
         "create_offer": _action("create_offer", CreateOffer),
     },
 )
+
+
+# --- Generated modules the compiler accepts ----------------------------------------------
+
+
+def _literal_only(value: ast.Expr) -> ast.Expr:
+    """An argument value as the checker lets it through: written out. Anything else
+    becomes the text of the expression, so the variety of the generated trees is kept."""
+    if _is_literal(value):
+        return value
+    return ast.String(expression(value))
+
+
+def _is_literal(value: ast.Expr) -> bool:
+    if isinstance(value, ast.ListExpr):
+        return all(_is_literal(item) for item in value.items)
+    return isinstance(value, ast.Literal)
+
+
+def _arguments(arguments: tuple[ast.Argument, ...]) -> tuple[ast.Argument, ...]:
+    return tuple(replace(a, value=_literal_only(a.value)) for a in arguments)
+
+
+def _step(step: ast.Step) -> ast.Step:
+    match step:
+        case ast.Action():
+            return replace(step, arguments=_arguments(step.arguments))
+        case ast.If(branches=branches, else_body=else_body):
+            return replace(
+                step,
+                branches=tuple(replace(b, body=tuple(map(_step, b.body))) for b in branches),
+                else_body=None if else_body is None else tuple(map(_step, else_body)),
+            )
+    return step
+
+
+def compilable(automation: ast.Automation) -> ast.Automation:
+    """``automation`` with literal arguments only: the compiler trusts the checker to
+    have refused the rest."""
+    trigger = replace(automation.trigger, arguments=_arguments(automation.trigger.arguments))
+    return replace(automation, trigger=trigger, body=tuple(map(_step, automation.body)))
+
+
+def compilable_automations() -> st.SearchStrategy[ast.Automation]:
+    return automations().map(compilable)
