@@ -1,0 +1,218 @@
+"""``AutomationService``: automations as the design document has them, stored with their
+source text and compiled graph.
+
+Saving runs the same checker as ``huntaze check``: text with an error is refused with
+its diagnostics and nothing is written. Every saved version's graph is kept, so an
+execution that waits while its automation is edited resumes the version it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from dsl import analyse, compile_automation
+from dsl.diagnostics import Diagnostic
+from dsl.parser import parse
+from engine.dispatch import Dispatcher
+from engine.events import TriggerContext
+from engine.exceptions import Conflict, InvalidAutomation, InvalidInput, NotFound
+from engine.index import AutomationIndex, IndexEntry
+from engine.models import Automation, AutomationStatus, AutomationVersion, Creator
+from engine.runtime import Runtime
+
+STATUSES = tuple(s.value for s in AutomationStatus)
+
+
+class AutomationService:
+    def __init__(self, runtime: Runtime, index: AutomationIndex | None = None) -> None:
+        self.runtime = runtime
+        self.index = index or AutomationIndex(runtime.db, runtime.redis)
+
+    # --- Reading ---------------------------------------------------------------------
+
+    def get(self, automation_id: str) -> Automation:
+        automation = self.runtime.db.run(lambda s: s.get(Automation, automation_id))
+        if automation is None:
+            raise NotFound(f"no automation `{automation_id}`")
+        return automation
+
+    def list(self, creator_id: str, status: str | None = None) -> list[Automation]:
+        query = select(Automation).where(Automation.creator_id == creator_id)
+        if status is not None:
+            query = query.where(Automation.status == _status(status))
+        query = query.order_by(Automation.created_at, Automation.name)
+        return self.runtime.db.run(lambda s: list(s.scalars(query)))
+
+    def graph_of(self, automation_id: str, version: int) -> dict:
+        row = self.runtime.db.run(
+            lambda s: s.get(AutomationVersion, {"automation_id": automation_id,
+                                                "version": version})
+        )  # fmt: skip
+        if row is None:
+            raise NotFound(f"no version {version} of automation `{automation_id}`")
+        return row.graph
+
+    # --- Writing ---------------------------------------------------------------------
+
+    def create(
+        self, creator_id: str, source: str, status: str = AutomationStatus.DRAFT
+    ) -> Automation:
+        graph, _ = self.compile(source)
+        status = _status(status)
+
+        def create(session: Session) -> Automation:
+            if session.get(Creator, creator_id) is None:
+                raise NotFound(f"no creator `{creator_id}`")
+            automation = Automation(
+                creator_id=creator_id,
+                name=graph["name"],
+                description=graph["description"],
+                source=source,
+                graph=graph,
+                trigger=graph["trigger"]["name"],
+                status=status,
+            )
+            session.add(automation)
+            session.flush()
+            _snapshot(session, automation)
+            return automation
+
+        automation = self.runtime.db.run(create)
+        self.index.changed()
+        return automation
+
+    def update(
+        self,
+        automation_id: str,
+        *,
+        source: str | None = None,
+        status: str | None = None,
+        expected_version: int | None = None,
+    ) -> Automation:
+        """Change the text, the status or both. With ``expected_version``, refuse
+        (:class:`Conflict`) if someone saved a newer version meanwhile."""
+        graph = self.compile(source)[0] if source is not None else None
+        status = _status(status) if status is not None else None
+
+        def update(session: Session) -> Automation:
+            automation = session.get(Automation, automation_id)
+            if automation is None:
+                raise NotFound(f"no automation `{automation_id}`")
+            if expected_version is not None and automation.version != expected_version:
+                raise Conflict(
+                    f"automation `{automation_id}` is at version {automation.version}, "
+                    f"not {expected_version}",
+                    automation.version,
+                )
+            if graph is not None:
+                automation.source = source
+                automation.graph = graph
+                automation.name = graph["name"]
+                automation.description = graph["description"]
+                automation.trigger = graph["trigger"]["name"]
+            if status is not None:
+                automation.status = status
+            session.flush()
+            _snapshot(session, automation)
+            return automation
+
+        try:
+            automation = self.runtime.db.run(update)
+        except StaleDataError:
+            current = self.get(automation_id)
+            raise Conflict(
+                f"automation `{automation_id}` was changed meanwhile "
+                f"(now at version {current.version})",
+                current.version,
+            ) from None
+        self.index.changed()
+        return automation
+
+    def delete(self, automation_id: str) -> None:
+        def delete(session: Session) -> None:
+            automation = session.get(Automation, automation_id)
+            if automation is None:
+                raise NotFound(f"no automation `{automation_id}`")
+            session.delete(automation)
+
+        self.runtime.db.run(delete)
+        self.index.changed()
+
+    def execute(self, automation_id: str, context: TriggerContext) -> list[str]:
+        """Run one automation for an event now, whatever its status (the editor's "try
+        it"): the event is logged and the execution queued like any other."""
+        automation = self.get(automation_id)
+        if automation.trigger != context.type:
+            raise InvalidInput(
+                f"the automation runs on `{automation.trigger}`, not `{context.type}`", "type"
+            )
+        entry = IndexEntry(automation.id, automation.version, automation.graph["trigger"]["args"])
+        return list(Dispatcher(self.runtime).dispatch(context, entries=(entry,)).execution_ids)
+
+    # --- Checking --------------------------------------------------------------------
+
+    def check(self, source: str) -> list[Diagnostic]:
+        """Every problem in ``source`` (errors and warnings), nothing saved."""
+        _, diagnostics = analyse(source, self.runtime.plugins.catalog)
+        return diagnostics
+
+    def compile(self, source: str) -> tuple[dict, list[Diagnostic]]:
+        """The graph of the one automation in ``source``, or InvalidAutomation."""
+        module, diagnostics = analyse(source, self.runtime.plugins.catalog)
+        errors = [d for d in diagnostics if d.is_error]
+        if module is None or errors:
+            raise InvalidAutomation(errors, source)
+        if len(module.automations) != 1:
+            raise InvalidInput(
+                f"the text holds {len(module.automations)} automations; save them one by one",
+                "source",
+            )
+        graph = compile_automation(module.automations[0], self.runtime.plugins.catalog)
+        return graph.to_json(), diagnostics
+
+    def save_all(
+        self, creator_id: str, sources: Sequence[str], status: str = AutomationStatus.ACTIVE
+    ) -> list[Automation]:
+        """Create or replace (by name) each automation: for loading files."""
+        existing = {a.name: a for a in self.list(creator_id)}
+        saved = []
+        for source in sources:
+            graph, _ = self.compile(source)
+            old = existing.get(graph["name"])
+            if old is None:
+                saved.append(self.create(creator_id, source, status))
+            elif old.source != source or old.status != status:
+                saved.append(self.update(old.id, source=source, status=status))
+            else:
+                saved.append(old)
+        return saved
+
+
+def split_automations(text: str, filename: str = "<text>") -> list[str]:
+    """The text of each automation in a file (comments inside them kept), for saving
+    them one by one. Raises DslError if the file does not parse."""
+    return [text[a.span.start : a.span.end] for a in parse(text, filename).automations]
+
+
+def _snapshot(session: Session, automation: Automation) -> None:
+    session.add(
+        AutomationVersion(
+            automation_id=automation.id,
+            version=automation.version,
+            source=automation.source,
+            graph=automation.graph,
+        )
+    )
+
+
+def _status(status: str) -> AutomationStatus:
+    try:
+        return AutomationStatus(status)
+    except ValueError:
+        raise InvalidInput(
+            f"status must be one of {', '.join(STATUSES)}, not {status!r}", "status"
+        ) from None
