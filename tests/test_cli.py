@@ -84,6 +84,21 @@ def test_check_folder_takes_every_hz_file_recursively_in_order(runner, write_hz,
     assert text.stdout.endswith("(checked 2 files)\n")
 
 
+def test_check_folder_skips_folders_named_like_files(runner, write_hz, tmp_path):
+    write_hz("a.hz", CANONICAL)
+    (tmp_path / "drafts.hz").mkdir()
+    result = runner.invoke(main, ["check", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "checked 1 file: no problems\n"
+
+
+def test_check_a_folder_without_automations_warns(runner, tmp_path):
+    result = runner.invoke(main, ["check", str(tmp_path)])
+    assert result.exit_code == 0
+    assert result.stderr == "warning: no .hz files found\n"
+    assert result.stdout == "checked 0 files: no problems\n"
+
+
 def test_check_several_clean_files(runner, write_hz, tmp_path):
     for name in ("a.hz", "b.hz", "c.hz"):
         write_hz(name, CANONICAL)
@@ -120,6 +135,13 @@ def test_check_accepts_a_byte_order_mark(runner, tmp_path):
     assert runner.invoke(main, ["check", str(path)]).exit_code == 0
 
 
+def test_check_counts_lines_the_same_with_windows_line_endings(runner, tmp_path):
+    path = tmp_path / "crlf.hz"
+    path.write_bytes(BROKEN.replace("\n", "\r\n").encode())
+    rows = json.loads(runner.invoke(main, ["check", "--format", "json", str(path)]).stdout)
+    assert [(r["line"], r["column"]) for r in rows] == [(3, 8), (4, 15)]
+
+
 # --- fmt -------------------------------------------------------------------------
 
 
@@ -129,6 +151,14 @@ def test_fmt_rewrites_in_place(runner, write_hz):
     assert result.exit_code == 0, result.output
     assert path.read_text() == CANONICAL
     assert result.stdout == "1 file reformatted, 0 files already formatted\n"
+
+
+def test_fmt_writes_unix_line_endings(runner, tmp_path):
+    path = tmp_path / "crlf.hz"
+    path.write_bytes(CANONICAL.replace("\n", "\r\n").encode())
+    assert runner.invoke(main, ["fmt", "--check", str(path)]).exit_code == 1
+    assert runner.invoke(main, ["fmt", str(path)]).exit_code == 0
+    assert path.read_bytes() == CANONICAL.encode()
 
 
 def test_fmt_leaves_canonical_files_alone(runner, write_hz):

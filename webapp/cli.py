@@ -129,7 +129,10 @@ def collect_files(paths: Iterable[Path]) -> list[Path]:
     """The files named, and every ``*.hz`` file under the folders named, each once."""
     files: list[Path] = []
     for path in paths:
-        files.extend(sorted(path.rglob(f"*{SUFFIX}")) if path.is_dir() else [path])
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob(f"*{SUFFIX}") if p.is_file()))
+        else:
+            files.append(path)
     unique = list(dict.fromkeys(files))
     if not unique:
         click.echo(f"warning: no {SUFFIX} files found", err=True)
@@ -140,7 +143,12 @@ def read_source(path: Path) -> tuple[str | None, list[Diagnostic]]:
     """A file's text (a leading byte-order mark dropped), or a diagnostic saying why not.
 
     Bytes are decoded without newline translation so spans are offsets into the file."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, [
+            error(f"cannot read the file: {exc.strerror}", Span(1, 1, 1, 2, 0, 1), code="io/read")
+        ]
     try:
         return data.decode("utf-8").removeprefix("\ufeff"), []
     except UnicodeDecodeError as exc:
