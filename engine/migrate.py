@@ -23,7 +23,7 @@ def _plugin_locations() -> list[str]:
     locations = []
     for ep in entry_points(group="huntaze.migrations"):
         module, _, folder = ep.value.partition(":")
-        locations.append(str(files(module).joinpath(folder or "migrations")))
+        locations.append(str(files(module) / (folder or "migrations")))
     return locations
 
 
@@ -37,8 +37,8 @@ def target_metadata() -> list[MetaData]:
 
 def alembic_config(engine: Engine) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(files("engine").joinpath("migrations")))
-    locations = [str(files("engine").joinpath("migrations", "versions")), *_plugin_locations()]
+    config.set_main_option("script_location", str(files("engine") / "migrations"))
+    locations = [str(files("engine") / "migrations" / "versions"), *_plugin_locations()]
     config.set_main_option("version_locations", " ".join(locations))
     config.set_main_option("path_separator", "space")
     config.attributes["engine"] = engine
