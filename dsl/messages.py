@@ -450,7 +450,7 @@ def _unexpected_token(exc: UnexpectedToken, text: str) -> Diagnostic:
             f"expected a step, found {found.found}", found.span, hint=_STEP_HINT, code="syntax/step"
         )
     return error(
-        f"unexpected {found.found}",
+        "unexpected end of the file" if at_end else f"unexpected {found.found}",
         found.span,
         hint=f"expected {_expected(found.expected)}",
         code="syntax/token",
@@ -602,17 +602,6 @@ def _condition(f: _Found) -> Diagnostic | None:
         )
     if "LBRACE" not in f.expected or not _in_condition(f.stack):
         return None
-    compared = isinstance(f.previous, ast.Compare) or _is_token(
-        f.before_previous, "COMPARE_OP", "IN"
-    )
-    if f.kind in ("COMPARE_OP", "IN", "NOT") and compared:
-        return error(
-            "comparisons cannot be chained",
-            f.span,
-            hint="join two comparisons with `and`, as in "
-            "`fan.total_spent > $10 and fan.total_spent < $100`",
-            code="syntax/chained-comparison",
-        )
     end = _end_of(f.previous)
     if end is not None and (f.kind == "$END" or f.token.line > end.line):
         return error(
@@ -626,6 +615,21 @@ def _condition(f: _Found) -> Diagnostic | None:
         f.span,
         hint="a branch reads `if condition { steps }`",
         code=MISSING_BRACE,
+    )
+
+
+def _chained_comparison(f: _Found) -> Diagnostic | None:
+    compared = isinstance(f.previous, ast.Compare) or _is_token(
+        f.before_previous, "COMPARE_OP", "IN"
+    )
+    if f.kind not in ("COMPARE_OP", "IN", "NOT") or not compared:
+        return None
+    return error(
+        "comparisons cannot be chained",
+        f.span,
+        hint="join two comparisons with `and`, as in "
+        "`fan.total_spent > $10 and fan.total_spent < $100`",
+        code="syntax/chained-comparison",
     )
 
 
@@ -816,6 +820,7 @@ _TOKEN_RULES = (
     _foreign_word,
     _list,
     _parenthesis,
+    _chained_comparison,
     _condition,
     _after_comma,
     _missing_value,

@@ -418,6 +418,14 @@ MISTAKES = [
         "join two comparisons with `and`, as in `fan.total_spent > $10 and fan.total_spent < $100`",
     ),
     (
+        "chained comparisons in an argument",
+        body("notify big: $10 < event.amount < $100"),
+        3,
+        34,
+        "comparisons cannot be chained",
+        "join two comparisons with `and`, as in `fan.total_spent > $10 and fan.total_spent < $100`",
+    ),
+    (
         "an unclosed parenthesis",
         body("if not (fan.total_spent > $10 {", "}"),
         3,
