@@ -217,24 +217,32 @@ class _Codegen:
             return self.comparison(data)
         return self.param(runtime_value(data))
 
+    def operand(self, data: JSON) -> str:
+        # Python's `and`/`or` yield one of their operands; compared as a value, the
+        # result must be the bool the precise form compares.
+        code = self.expr(data)
+        return f"bool{code}" if "and" in data or "or" in data else code
+
     def comparison(self, data: JSON) -> str:
         op, left, right = data["op"], data["left"], data["right"]
+        lhs = self.operand(left)
         if op not in ("in", "not in"):
-            return f"({self.expr(left)} {op} {self.expr(right)})"
+            return f"({lhs} {op} {self.operand(right)})"
         if "list" in right:
             members = runtime_value(right)
             try:
                 container = self.param(frozenset(members))
             except TypeError:
                 container = self.param(members)
-            return f"({self.expr(left)} {op} {container})"
+            return f"({lhs} {op} {container})"
+        rhs = self.operand(right)
         if right.get("type") == ValueType.LIST:
-            return f"({self.expr(left)} {op} {self.expr(right)})"
+            return f"({lhs} {op} {rhs})"
         if right.get("type") == ValueType.TEXT:
             # `.casefold` on a value that is not text raises, and the precise form decides.
-            return f"({self.expr(left)}.casefold() {op} {self.expr(right)}.casefold())"
+            return f"({lhs}.casefold() {op} {rhs}.casefold())"
         negate = "not " if op == "not in" else ""
-        return f"({negate}{self.param(_contains)}({self.expr(left)}, {self.expr(right)}))"
+        return f"({negate}{self.param(_contains)}({lhs}, {rhs}))"
 
 
 def compile_condition(data: JSON) -> Condition:
