@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from dsl import ast
@@ -304,10 +304,11 @@ def _literal(value: Any, accepted: set[ValueType], where: str) -> ast.Expr:
     if isinstance(value, bool):
         return ast.Boolean(value)
     if isinstance(value, int | float):
-        try:
-            return ast.Number(Decimal(str(value)))
-        except InvalidOperation:
-            raise FlowError(where, "must be a finite number") from None
+        # json.loads reads NaN and Infinity, and Decimal takes them without complaint.
+        number = Decimal(str(value))
+        if not number.is_finite():
+            raise FlowError(where, "must be a finite number")
+        return ast.Number(number)
     if isinstance(value, str):
         return _typed_text(value, accepted) or ast.String(value)
     if isinstance(value, list):
