@@ -102,7 +102,9 @@ def _is_literal(value: ast.Expr) -> bool:
 
 
 def _arguments(arguments: tuple[ast.Argument, ...]) -> tuple[ast.Argument, ...]:
-    return tuple(replace(a, value=_literal_only(a.value)) for a in arguments)
+    # An argument given twice is an error too: keep the first.
+    first = {a.name: a for a in reversed(arguments)}
+    return tuple(replace(a, value=_literal_only(a.value)) for a in arguments if first[a.name] is a)
 
 
 def _step(step: ast.Step) -> ast.Step:

@@ -173,6 +173,14 @@ def test_text_in_a_list_typed_field_agrees():
     both('"VIP" in fan.tags', {"fan": {"tags": "vip, buyer"}})
 
 
+def test_and_or_compared_as_a_value_are_booleans():
+    # Found while writing these tests: the fast form compared `and`'s last operand
+    # (None here), not the bool the precise form compares.
+    ctx = {"fan": {"name": "a", "verified": None}}
+    assert both('false == (fan.name == "a" and fan.verified)', ctx) is True
+    assert both('true == (fan.verified or fan.name == "a")', ctx) is True
+
+
 def test_user_text_is_never_run_as_code():
     # Keys and constants are parameters of the generated function, never spliced in.
     sneaky = "x'] or __import__('os') or ctx['"
