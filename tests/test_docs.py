@@ -4,7 +4,9 @@ Every ```hz block in the Markdown docs is a complete automation file and must pa
 every ```hz-error block must fail with the language's error, and when it is followed
 directly by a ```text block, that block is the exact rendered output. The grammar
 printed in docs/language.md is the grammar the parser loads. Every .hz file under
-examples/ parses, and those at its top level are already in canonical format.
+examples/ parses; those at its top level, and the reference's own examples, also pass
+the checker against the hand-built catalogue of built-in plugins (catalog_fixture), and
+the top-level examples are already in canonical format.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from catalog_fixture import CATALOG
 
 import dsl
 from dsl import DslError
@@ -74,6 +77,15 @@ def example_files() -> list[Path]:
     return sorted((ROOT / "examples").rglob("*.hz"))
 
 
+def top_level_examples() -> list[Path]:
+    """The creator's examples; folders under examples/ are packages with their own tests."""
+    return sorted((ROOT / "examples").glob("*.hz"))
+
+
+def _example_id(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
 def _params(blocks: list[Block]):
     return [pytest.param(b, id=b.id) for b in blocks]
 
@@ -93,6 +105,13 @@ def test_hz_error_block_fails_as_documented(block: Block) -> None:
         assert str(caught.value) == block.output.rstrip("\n")
 
 
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_indented_hz_fence(path: Path) -> None:
+    """An indented fence (inside a list item, say) would escape the tests above."""
+    indented = re.findall(r"^[ \t]+`{3,}hz.*$", path.read_text(encoding="utf-8"), re.M)
+    assert not indented, "move these blocks out of the list, to the start of the line"
+
+
 def test_language_reference_has_examples_of_each_kind() -> None:
     """Guards the tests above against passing because the blocks were not found."""
     infos = [b.info for b in fenced_blocks(LANGUAGE_MD)]
@@ -107,11 +126,15 @@ def test_language_reference_shows_the_grammar_verbatim() -> None:
 
 
 def _named_error_codes() -> set[str]:
-    """The codes of the named syntax errors, read from dsl.messages' source."""
+    """The codes of the named syntax errors, read from the parser's and messages' source."""
     import dsl.messages
+    import dsl.parser
 
-    source = Path(dsl.messages.__file__).read_text(encoding="utf-8")
-    return set(re.findall(r'code="(syntax/[\w-]+)"', source)) | {dsl.messages.UNCLOSED_BLOCK}
+    codes: set[str] = set()
+    for module in (dsl.messages, dsl.parser):
+        source = Path(module.__file__).read_text(encoding="utf-8")
+        codes |= set(re.findall(r'"(syntax/[\w-]+)"', source))
+    return codes
 
 
 def test_every_named_syntax_error_is_documented() -> None:
@@ -123,18 +146,33 @@ def test_every_named_syntax_error_is_documented() -> None:
     assert not missing, f"no ```hz-error example in the docs produces {sorted(missing)}"
 
 
+@pytest.mark.parametrize(
+    "block", _params([b for b in fenced_blocks(LANGUAGE_MD) if b.info == "hz"])
+)
+def test_language_reference_hz_block_checks(block: Block) -> None:
+    """The reference's examples use only the built-in triggers, actions and fields."""
+    diagnostics = dsl.check(dsl.parse(block.body), CATALOG)
+    assert not diagnostics, dsl.render_all(diagnostics, block.body, block.id)
+
+
 def test_examples_exist() -> None:
-    assert len(example_files()) >= 10
+    assert len(top_level_examples()) >= 10
 
 
-@pytest.mark.parametrize("path", example_files(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", example_files(), ids=_example_id)
 def test_example_parses(path: Path) -> None:
     dsl.parse(path.read_text(encoding="utf-8"), str(path))
 
 
-@pytest.mark.parametrize(
-    "path", sorted((ROOT / "examples").glob("*.hz")), ids=lambda p: str(p.relative_to(ROOT))
-)
+@pytest.mark.parametrize("path", top_level_examples(), ids=_example_id)
+def test_example_checks(path: Path) -> None:
+    """A creator's examples use only the built-in triggers, actions and fields."""
+    text = path.read_text(encoding="utf-8")
+    diagnostics = dsl.check(dsl.parse(text), CATALOG)
+    assert not diagnostics, dsl.render_all(diagnostics, text, str(path))
+
+
+@pytest.mark.parametrize("path", top_level_examples(), ids=_example_id)
 def test_example_is_in_canonical_format(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert dsl.format_text(text, str(path)) == text
