@@ -58,6 +58,9 @@ class UTCDateTime(TypeDecorator):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# A compiled graph keeps its nodes in source order, which the flow export (the design's
+# list of steps) and traces read. JSONB reorders an object's keys; JSON keeps the text.
+GraphJSON = JSON()
 
 # Constraint names that Alembic can rely on (and SQLite's batch mode needs).
 NAMING = {
@@ -131,7 +134,7 @@ class Automation(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(Text)
-    graph: Mapped[dict[str, Any]]
+    graph: Mapped[dict[str, Any]] = mapped_column(GraphJSON)
     trigger: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=AutomationStatus.DRAFT)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -152,7 +155,7 @@ class AutomationVersion(Base):
     )
     version: Mapped[int] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(Text)
-    graph: Mapped[dict[str, Any]]
+    graph: Mapped[dict[str, Any]] = mapped_column(GraphJSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
