@@ -489,6 +489,21 @@ def _raises(predicate: Callable[[Event], Any], event: Event) -> bool:
     return False
 
 
+CLAUSES: dict[str, Callable[[Event], bool]] = {
+    "total_spent >= 50": lambda e: e["fan"]["total_spent"] >= 50,
+    '"vip" in tags': lambda e: "vip" in e["fan"]["tags"],
+    "country in [...]": lambda e: e["fan"]["country"] in ["US", "CA", "GB"],
+    "amount > 5": lambda e: e["event"]["amount"] > 5,
+}
+
+
+def clause_rates(events: list[Event]) -> str:
+    """How often each clause is true: the mix is varied only if none is near 0 or 1."""
+    return ", ".join(
+        f"{name} {sum(map(clause, events)) / len(events):.0%}" for name, clause in CLAUSES.items()
+    )
+
+
 # --- Report --------------------------------------------------------------------------------
 
 
@@ -503,7 +518,7 @@ def report(n: int, rounds: int, seed: int, missing: float) -> None:
     main_table = [lam, *mine, *others]
     print(f"Condition: {TEXT}")
     print(
-        f"Events: {n:,} complete, seed {seed}; {rounds} rounds ({rounds * FAST_REPEAT} "
+        f"Events: {n:,} complete, seed {seed}; {rounds} round(s) ({rounds * FAST_REPEAT} "
         f"samples for the fast contenders), medians; Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs"
     )
@@ -525,6 +540,7 @@ def report(n: int, rounds: int, seed: int, missing: float) -> None:
     print()
     expected = lam.matches
     print(f"Matching events: {expected:,} of {n:,} ({expected / n:.1%}); all contenders agree.")
+    print(f"Each clause alone holds for: {clause_rates(complete)}.")
     print("ratio: evaluations per second against the lambda (higher is faster).")
     for note in [c.how for c in others if c.how] + [attribute_form_note(complete), *notes]:
         if note:
