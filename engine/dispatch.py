@@ -45,7 +45,8 @@ class Dispatched:
 class Dispatcher:
     def __init__(self, runtime: Runtime, index: AutomationIndex | None = None) -> None:
         self.runtime = runtime
-        self.index = index or AutomationIndex(runtime.db, runtime.redis)
+        # `is None`, not `or`: an index with no entries yet is falsy (it has a __len__).
+        self.index = index if index is not None else AutomationIndex(runtime.db, runtime.redis)
 
     # The EventSystem handler.
     def __call__(self, context: TriggerContext) -> Dispatched:
