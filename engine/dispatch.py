@@ -107,6 +107,10 @@ class Dispatcher:
         if session.get(Creator, context.creator_id) is None:
             raise NotFound(f"no creator `{context.creator_id}`")
         event_id, duplicate = self._log_event(session, context)
+        if duplicate:
+            # Its first delivery created its executions in the transaction that logged
+            # it: a resent event runs nothing, not even automations created since.
+            return Dispatched(event_id, (), True)
         fan = upsert_fan(session, context.creator_id, context.fan_id, model.fan)
         data = {**model.model_dump(mode="json"), "fan": fan_data(fan)}
         data = _plain_money(model, data)
