@@ -29,6 +29,7 @@ from dsl.messages import (
     misplaced_keyword,
     trigger_name_on_next_line,
 )
+from dsl.templates import PLACEHOLDER
 
 MAX_ERRORS = 50
 
@@ -56,56 +57,79 @@ def _cover(first, last) -> ast.Span:
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
 _ESCAPE_RE = re.compile(r"\\(u\{[0-9a-fA-F]{1,6}\}|.)")
-_PLACEHOLDER_RE = re.compile(r"\{\{(.*?)\}\}")
 
 
 def decode_string(tok: Token) -> ast.String:
+    """The string's value, escapes decoded, and its ``{{ placeholders }}`` — found in
+    the decoded value (what renders), with spans in the source text."""
     raw = tok.value[1:-1]
-
-    def unescape(m: re.Match) -> str:
-        esc = m.group(1)
-        if esc in _ESCAPES:
-            return _ESCAPES[esc]
-        if esc.startswith("u{"):
-            code = int(esc[2:-1], 16)
-            if code <= 0x10FFFF:
-                return chr(code)
-        column = tok.column + 1 + m.start()
-        span = ast.Span(tok.line, column, tok.line, column + len(m.group(0)), 0, 0)
-        raise LiteralError(
-            error(
-                f"unknown escape `{m.group(0)}` in a string",
-                span,
-                hint='use \\" \\\\ \\n \\t \\r or \\u{1F600}',
-                code="syntax/escape",
-            )
-        )
-
-    value = _ESCAPE_RE.sub(unescape, raw) if "\\" in raw else raw
-    placeholders = ()
-    if "{{" in raw:
-        placeholders = tuple(_placeholders(tok, raw))
+    if "\\" in raw:
+        value, ends = _unescape(tok, raw)
+    else:
+        value, ends = raw, None
+    placeholders = tuple(_placeholders(tok, value, ends)) if "{{" in value else ()
     return ast.String(value, placeholders, token_span(tok))
 
 
-def _placeholders(tok: Token, raw: str):
-    end = 0
-    for m in _PLACEHOLDER_RE.finditer(raw):
-        end = m.end()
-        column = tok.column + 1 + m.start()
-        offset = tok.start_pos + 1 + m.start()
-        span = ast.Span(
-            tok.line, column, tok.line, column + len(m.group(0)), offset, offset + len(m.group(0))
+def _unescape(tok: Token, raw: str) -> tuple[str, list[int]]:
+    """The decoded text, and for each decoded character where it ends in ``raw``."""
+    chars: list[str] = []
+    ends: list[int] = []
+    position = 0
+    for m in _ESCAPE_RE.finditer(raw):
+        for index in range(position, m.start()):
+            chars.append(raw[index])
+            ends.append(index + 1)
+        chars.append(_escape(tok, m))
+        ends.append(m.end())
+        position = m.end()
+    for index in range(position, len(raw)):
+        chars.append(raw[index])
+        ends.append(index + 1)
+    return "".join(chars), ends
+
+
+def _escape(tok: Token, m: re.Match) -> str:
+    esc = m.group(1)
+    if esc in _ESCAPES:
+        return _ESCAPES[esc]
+    if esc.startswith("u{"):
+        code = int(esc[2:-1], 16)
+        if code <= 0x10FFFF:
+            return chr(code)
+    column = tok.column + 1 + m.start()
+    span = ast.Span(tok.line, column, tok.line, column + len(m.group(0)), 0, 0)
+    raise LiteralError(
+        error(
+            f"unknown escape `{m.group(0)}` in a string",
+            span,
+            hint='use \\" \\\\ \\n \\t \\r or \\u{1F600}',
+            code="syntax/escape",
         )
-        yield ast.Placeholder(m.group(1).strip(), span)
-    opened = raw.find("{{", end)
+    )
+
+
+def _raw_span(tok: Token, ends: list[int] | None, start: int, end: int) -> ast.Span:
+    """The source span of ``value[start:end]``."""
+    raw_start = start if ends is None else (ends[start - 1] if start else 0)
+    raw_end = end if ends is None else ends[end - 1]
+    column = tok.column + 1 + raw_start
+    offset = tok.start_pos + 1 + raw_start
+    width = raw_end - raw_start
+    return ast.Span(tok.line, column, tok.line, column + width, offset, offset + width)
+
+
+def _placeholders(tok: Token, value: str, ends: list[int] | None):
+    end = 0
+    for m in PLACEHOLDER.finditer(value):
+        end = m.end()
+        yield ast.Placeholder(m.group(1).strip(), _raw_span(tok, ends, m.start(), m.end()))
+    opened = value.find("{{", end)
     if opened != -1:
-        column = tok.column + 1 + opened
-        span = ast.Span(tok.line, column, tok.line, column + 2, 0, 0)
         raise LiteralError(
             error(
                 "unclosed placeholder `{{`",
-                span,
+                _raw_span(tok, ends, opened, opened + 2),
                 hint="close it with `}}`, as in {{ fan.name }}",
                 code="syntax/placeholder",
             )
@@ -251,6 +275,13 @@ _lark = Lark.open(
     start=["start", "expression"],
     transformer=AstBuilder(),
     maybe_placeholders=True,
+)
+
+# The reserved words: terminals that are a whole lower-case word (`/when\b/`).
+KEYWORDS = frozenset(
+    m.group(1)
+    for terminal in _lark.terminals
+    if (m := re.fullmatch(r"([a-z]+)\\b", terminal.pattern.value))
 )
 
 # Strings and comments, in the order they appear, for finding comments and braces

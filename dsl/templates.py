@@ -9,10 +9,11 @@ checker before it can be saved, and the sandbox would refuse it at run time anyw
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 
-from jinja2 import TemplateSyntaxError, Undefined, nodes
+from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from dsl.ast import Placeholder
@@ -30,18 +31,12 @@ def _default(value: object, default_value: object = "", boolean: bool = False) -
     return value
 
 
-# Only `{{ }}` has a meaning in a message: Jinja's block and comment markers are moved
-# to sequences nobody types, so "{% off" or "{#1 fan}" in a message stay plain text.
-# A null field renders as nothing, never as "None".
-_env = ImmutableSandboxedEnvironment(
-    autoescape=False,
-    keep_trailing_newline=True,
-    finalize=lambda value: "" if value is None else value,
-    block_start_string="{\x00%",
-    block_end_string="%\x00}",
-    comment_start_string="{\x00#",
-    comment_end_string="#\x00}",
-)
+# Only `{{ }}` has a meaning in a message: `render` cuts the text at placeholders and
+# hands Jinja each expression alone, so "{% off" or "{#1 fan}" stay plain text and no
+# template statement (a loop, say) can ever run.
+# ChainableUndefined: a field of a missing group (`event.x` without `event`) is
+# missing too, not an error.
+_env = ImmutableSandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
 _env.filters = {name: _env.filters[name] for name in ALLOWED_FILTERS}
 _env.filters["default"] = _default
 _env.globals = {}
@@ -129,14 +124,26 @@ def _fields_hint(fields: Mapping[str, object]) -> str:
     return f"this trigger provides: {shown}"
 
 
-@lru_cache(maxsize=1024)
-def _compiled(text: str):
-    return _env.from_string(text)
+PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+
+
+@lru_cache(maxsize=4096)
+def _expression(source: str):
+    return _env.compile_expression(source, undefined_to_none=True)
 
 
 def render(text: str, context: Mapping[str, object]) -> str:
-    """Render a message. Missing fields render as nothing (use ``default`` for a
+    """Render a message: each ``{{ expression }}`` is evaluated in the sandbox, the rest
+    is kept as written. Missing or null fields render as nothing (use ``default`` for a
     fallback word)."""
     if "{{" not in text:
         return text
-    return _compiled(text).render(context)
+    pieces = []
+    end = 0
+    for m in PLACEHOLDER.finditer(text):
+        pieces.append(text[end : m.start()])
+        value = _expression(m.group(1).strip())(**context)
+        pieces.append("" if value is None else str(value))
+        end = m.end()
+    pieces.append(text[end:])
+    return "".join(pieces)

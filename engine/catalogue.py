@@ -24,6 +24,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from pydantic import BaseModel
 
+from dsl import parser
 from dsl.catalog import ActionSpec, Catalog, TriggerSpec, ValueType
 from dsl.values import Money, Percentage
 from engine.plugin_api import Action, Trigger
@@ -31,24 +32,9 @@ from engine.plugin_api import Action, Trigger
 TRIGGERS = "huntaze.triggers"
 ACTIONS = "huntaze.actions"
 
-# The language's reserved words (dsl/grammar.lark): a plugin with one of these names
-# could never be written in a rule.
-KEYWORDS = frozenset(
-    [
-        "automation",
-        "description",
-        "when",
-        "wait",
-        "if",
-        "else",
-        "and",
-        "or",
-        "not",
-        "in",
-        "true",
-        "false",
-    ]
-)
+# The language's reserved words: a plugin with one of these names could never be
+# written in a rule.
+KEYWORDS = parser.KEYWORDS
 NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 
 

@@ -391,5 +391,6 @@ def test_the_catalogue_is_loaded_once_per_process_and_refreshable(fake_plugins, 
 
 def test_reserved_names_are_the_grammars_keywords():
     grammar = (Path(catalogue.__file__).parents[1] / "dsl" / "grammar.lark").read_text()
-    words = set(re.findall(r'^_?[A-Z]+: "([a-z]+)"$', grammar, re.M))
+    words = set(re.findall(r"^_?[A-Z]+\.\d+: /([a-z]+)\\b/$", grammar, re.M))
+    assert len(words) == 12
     assert words == KEYWORDS

@@ -10,7 +10,6 @@ import pytest
 from catalog_fixture import CATALOG
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jinja2.exceptions import SecurityError, UndefinedError
 
 from dsl import check, parse
 from dsl.ast import Placeholder
@@ -209,8 +208,8 @@ def test_the_checker_rejects_a_placeholder_reaching_python_internals():
     ["{{ ''.__class__.__mro__ }}", "{{ fan.__class__.__mro__ }}", "{{ fan.name.__class__.x }}"],
 )
 def test_the_sandbox_refuses_internals_at_render_time_too(text):
-    with pytest.raises((SecurityError, UndefinedError)):
-        render(text, {"fan": {"name": "Ann"}})
+    # The sandbox treats an unsafe attribute as missing: it renders as nothing.
+    assert render(text, {"fan": {"name": "Ann"}}) == ""
 
 
 @pytest.mark.parametrize(
@@ -251,13 +250,11 @@ def _check_message(literal: str) -> list:
     return [d.code for d in check(parse(text), CATALOG)]
 
 
-@pytest.mark.xfail(strict=True, reason="placeholders are found in the raw text, not the value")
 def test_a_placeholder_spelled_with_an_escape_is_checked():
     # "{\u{7B}" is "{{" once decoded, and render() treats it as a placeholder.
     assert _check_message("{\\u{7B} fan.nmae }}") == ["template/field"]
 
 
-@pytest.mark.xfail(strict=True, reason="Jinja statements can be smuggled in with \\u{0}")
 def test_statements_cannot_be_smuggled_into_a_message():
     literal = "{{ fan.name }}{\\u{0}% for c in fan.name %\\u{0}}!{\\u{0}% endfor %\\u{0}}"
     value = (
@@ -270,6 +267,5 @@ def test_statements_cannot_be_smuggled_into_a_message():
     assert _check_message(literal) != [] or "!!!" not in render(value, {"fan": {"name": "Ann"}})
 
 
-@pytest.mark.xfail(strict=True, reason="placeholder text keeps the string's escapes")
 def test_a_quoted_default_inside_a_message_checks_clean():
     assert _check_message('Hi {{ fan.name | default(\\"there\\") }}') == []
