@@ -255,7 +255,7 @@ def compile_condition(data: JSON) -> Condition:
         f"def _make({names}):\n"
         f"    def condition(ctx):\n"
         f"        try:\n"
-        f"            return bool({body})\n"
+        f"            return True if {body} else False\n"
         f"        except (KeyError, TypeError, AttributeError, IndexError):\n"
         f"            return bool({precise}(ctx))\n"
         f"    return condition\n"
