@@ -71,7 +71,14 @@ def schedule_resume(runtime: Runtime, execution_id: str, resume_at: datetime) ->
     resumes it when the clock reaches ``resume_at``."""
     if runtime.settings.clock == "virtual":
         return
-    runtime.queue.enqueue_at(resume_at, run_executions, [execution_id])
+    runtime.queue.enqueue_at(_next_second(resume_at), run_executions, [execution_id])
+
+
+def _next_second(moment: datetime) -> datetime:
+    """RQ's scheduler keeps whole seconds (it truncates): a job due at 10:00:05.7 would
+    run at 10:00:05, before its wait is over, and the runner would refuse it."""
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
 
 
 def sweep(runtime: Runtime, limit: int = 5000) -> int:
