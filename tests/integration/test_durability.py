@@ -1,0 +1,328 @@
+"""Durability with real worker processes: SIGKILLed workers, a flushed Redis, and
+dispatchers and workers racing on the same event or execution.
+
+Worker processes and this process share the system clock (the virtual clock would
+work too, but real waits are what the RQ scheduler and the sweep must get right), a
+short lease so that a killed worker's executions are taken over quickly, and the
+recovery sweep, which the tests call themselves the way a worker's timer would.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from rq.registry import ScheduledJobRegistry
+from sqlalchemy import func, select
+from worker_process import WorkerPool, worker_processes
+
+from engine import jobs
+from engine.automations import AutomationService
+from engine.creators import create_creator
+from engine.dispatch import Dispatcher
+from engine.events import TriggerContext
+from engine.models import Execution, ExecutionStatus, Fan, OutboxMessage, StepRun, StepStatus
+from engine.runtime import Runtime, install
+from engine.settings import Settings
+
+LEASE_SECONDS = 2.0
+SWEEP_EVERY = 1.0  # seconds between the sweeps these tests run
+
+CRASH_SOURCE = """\
+automation "Crash test" {
+  when new_subscriber
+  send_message text: "Hi {{ fan.name }}!"
+  add_tag tag: "greeted"
+  send_message text: "Anything you would like to see, {{ fan.name }}?"
+  add_tag tag: "followed_up"
+}
+"""
+
+
+@pytest.fixture
+def settings(database_url, redis_url, tmp_path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        queue_name=f"durability-{uuid.uuid4().hex[:8]}",
+        lease_seconds=LEASE_SECONDS,
+        sweep_seconds=SWEEP_EVERY,
+        batch_size=4,
+    )
+
+
+@pytest.fixture
+def runtime(settings) -> Iterator[Runtime]:
+    # The system clock, not the suite's FixedClock: worker processes read the time too.
+    runtime = Runtime.start(settings)
+    runtime.redis.flushdb()
+    install(runtime)
+    yield runtime
+    install(None)
+    runtime.redis.flushdb()
+    runtime.close()
+
+
+@pytest.fixture
+def creator_id(runtime) -> str:
+    # Several messages per fan and day: the cap is not what these tests are about.
+    return runtime.db.run(lambda s: create_creator(s, "Ava", messages_per_fan_per_day=100).id)
+
+
+@pytest.fixture
+def workers_dir(tmp_path):
+    return tmp_path / "workers"
+
+
+# --- Helpers ---------------------------------------------------------------------------
+
+
+def subscribed(creator_id: str, fan: str, event_id: str | None = None) -> TriggerContext:
+    now = datetime.now(UTC)
+    data = {"fan": {"name": fan.title(), "username": fan, "subscribed_at": now.isoformat()}}
+    return TriggerContext("new_subscriber", creator_id, fan, data, now, event_id)
+
+
+def statuses(runtime: Runtime) -> Counter:
+    rows = runtime.db.run(
+        lambda s: s.execute(select(Execution.status, func.count()).group_by(Execution.status)).all()
+    )
+    return Counter(dict(rows))
+
+
+def unfinished(runtime: Runtime) -> int:
+    counts = statuses(runtime)
+    return sum(n for status, n in counts.items() if not ExecutionStatus(status).finished)
+
+
+def finished(runtime: Runtime) -> int:
+    counts = statuses(runtime)
+    return sum(n for status, n in counts.items() if ExecutionStatus(status).finished)
+
+
+def sweep_until(
+    runtime: Runtime,
+    done: Callable[[], bool],
+    timeout: float,
+    what: str,
+    pool: WorkerPool | None = None,
+    soft: bool = False,
+    sweep: bool = True,
+) -> float:
+    """Sweep every SWEEP_EVERY seconds (unless not ``sweep``) until ``done()``; fail
+    after ``timeout`` (or, if ``soft``, just stop). Returns the seconds it took."""
+    started = time.monotonic()
+    next_sweep = started
+    while not done():
+        now = time.monotonic()
+        if now - started > timeout:
+            if soft:
+                break
+            logs = pool.logs() if pool else ""
+            pytest.fail(f"{what}: not done after {timeout:.0f} s; {dict(statuses(runtime))}{logs}")
+        if sweep and now >= next_sweep:
+            jobs.sweep(runtime)
+            next_sweep = now + SWEEP_EVERY
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def executions(runtime: Runtime) -> list[Execution]:
+    return runtime.db.run(lambda s: list(s.scalars(select(Execution))))
+
+
+def steps(runtime: Runtime) -> list[StepRun]:
+    return runtime.db.run(lambda s: list(s.scalars(select(StepRun))))
+
+
+def messages(runtime: Runtime) -> list[OutboxMessage]:
+    return runtime.db.run(lambda s: list(s.scalars(select(OutboxMessage))))
+
+
+def action_nodes(automations: AutomationService, automation_id: str, name: str) -> list[str]:
+    """The node ids of the automation's ``name`` actions."""
+    automation = automations.get(automation_id)
+    graph = automations.graph_of(automation_id, automation.version)
+    return sorted(nid for nid, node in graph["nodes"].items() if node.get("name") == name)
+
+
+def assert_once_each(runtime: Runtime, expected_steps: int, send_nodes: list[str]) -> None:
+    """Every execution succeeded with every action step done once, and wrote exactly one
+    message per send step, under that step's idempotency key."""
+    runs = executions(runtime)
+    failed = [(e.id, e.status, e.error) for e in runs if e.status != ExecutionStatus.SUCCESS]
+    assert not failed, f"{len(failed)} execution(s) did not succeed: {failed[:5]}"
+    actions = [s for s in steps(runtime) if s.kind == "action"]
+    per_execution = Counter(s.execution_id for s in actions)
+    assert set(per_execution) == {e.id for e in runs}
+    assert set(per_execution.values()) == {expected_steps}
+    assert {s.status for s in actions} == {StepStatus.DONE}
+    sent = messages(runtime)
+    keys = Counter(m.idempotency_key for m in sent)
+    assert [k for k, n in keys.items() if n > 1] == []
+    expected_keys = {f"{e.id}:{node}" for e in runs for node in send_nodes}
+    assert set(keys) == expected_keys
+    assert len(sent) == len(runs) * len(send_nodes)
+    assert all(m.idempotency_key.startswith(f"{m.execution_id}:") for m in sent)
+
+
+# --- 1. Crash test ---------------------------------------------------------------------
+
+CRASH_EXECUTIONS = 200
+CRASH_FANS = 50
+CRASH_KILLS = 24
+CRASH_WORKERS = 3
+CRASH_SECONDS = 120
+
+
+def test_sigkilled_workers_lose_no_execution_and_send_no_message_twice(
+    runtime, automations, creator_id, workers_dir, monkeypatch
+):
+    """At least 20 SIGKILLs of worker processes in the middle of an execution, over 200
+    executions of four steps: every execution ends `success`, every step is done once,
+    no message is written twice."""
+    # A killed job's executions that had not started yet are PENDING without a lease:
+    # the sweep takes them back after this grace (60 s in production; the test has no
+    # minute to spare per kill).
+    monkeypatch.setattr(jobs, "PENDING_GRACE", timedelta(seconds=5))
+    automation = automations.create(creator_id, CRASH_SOURCE, status="active")
+    dispatcher = Dispatcher(runtime, automations.index)
+    contexts = [
+        subscribed(creator_id, f"fan{i % CRASH_FANS}", event_id=f"e{i}")
+        for i in range(CRASH_EXECUTIONS)
+    ]
+    chunk = CRASH_EXECUTIONS // CRASH_KILLS + 1
+    started = time.monotonic()
+    with worker_processes(runtime.settings, workers_dir, count=CRASH_WORKERS) as pool:
+        pool.wait_ready(runtime.redis, CRASH_WORKERS)
+        while contexts or pool.kills < CRASH_KILLS:
+            if time.monotonic() - started > CRASH_SECONDS / 2:
+                break
+            dispatcher.dispatch_many(contexts[:chunk])
+            del contexts[:chunk]
+            victim = _mid_execution(pool, runtime, timeout=5.0)
+            if victim is not None:
+                pool.kill(victim)
+                pool.start()
+            # The others get on with it between two kills: kills spread over the run.
+            target = finished(runtime) + chunk // 2
+            progressed = lambda target=target: finished(runtime) >= target  # noqa: E731
+            sweep_until(runtime, progressed, 4.0, "", soft=True)
+        killing = time.monotonic() - started
+        assert pool.kills >= 20, f"only {pool.kills} kills landed in the middle of an execution"
+        assert not contexts, "the kills took so long that not every event was sent"
+        recovery = sweep_until(
+            runtime, lambda: unfinished(runtime) == 0, CRASH_SECONDS - killing, "crash test", pool
+        )
+    assert_once_each(runtime, 4, action_nodes(automations, automation.id, "send_message"))
+    runs = executions(runtime)
+    assert len(runs) == CRASH_EXECUTIONS
+    # Killed in the middle of an execution: it was taken over once its lease expired.
+    retried = [e for e in runs if e.attempts > 1]
+    assert len(retried) >= pool.kills // 2, f"{len(retried)} executions were taken over"
+    fans = runtime.db.run(lambda s: list(s.scalars(select(Fan))))
+    assert len(fans) == CRASH_FANS
+    assert all({"greeted", "followed_up"} <= set(f.tags) for f in fans)
+    print(
+        f"\ncrash test ({runtime.db.dialect}): {pool.kills} kills in {killing:.1f} s, "
+        f"recovered in {recovery:.1f} s; {len(retried)} executions taken over after a kill, "
+        f"attempts {dict(sorted(Counter(e.attempts for e in runs).items()))}"
+    )
+
+
+def _mid_execution(pool: WorkerPool, runtime: Runtime, timeout: float) -> str | None:
+    """A worker that holds the lease of an execution it is running (not one still
+    starting up, or between two executions), if one does within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, job in pool.current_jobs(runtime.redis).items():
+            ids = list(job.args[0]) if job.args else []
+            if _leased(runtime, ids):
+                return name
+        time.sleep(0.05)
+    return None
+
+
+def _leased(runtime: Runtime, execution_ids: list[str]) -> bool:
+    query = select(func.count()).where(
+        Execution.id.in_(execution_ids),
+        Execution.status == ExecutionStatus.RUNNING,
+        Execution.lease_until > datetime.now(UTC),
+    )
+    return bool(execution_ids) and runtime.db.run(lambda s: s.scalar(query)) > 0
+
+
+# --- 2. Waits: a flushed Redis, the RQ scheduler, the sweep ------------------------------
+
+WAIT_SOURCE = """\
+automation "Wait test" {
+  when new_subscriber
+  send_message text: "Hi {{ fan.name }}!"
+  wait WAIT
+  send_message text: "Still here, {{ fan.name }}?"
+}
+"""
+
+
+def park(runtime, automations, creator_id, count: int, wait: str, pool: WorkerPool):
+    """``count`` executions run to their wait; returns the automation."""
+    source = WAIT_SOURCE.replace("WAIT", wait)
+    automation = automations.create(creator_id, source, status="active")
+    dispatcher = Dispatcher(runtime, automations.index)
+    dispatcher.dispatch_many([subscribed(creator_id, f"fan{i}") for i in range(count)])
+    pool.wait_ready(runtime.redis, len(pool.alive()))
+    sweep_until(runtime, lambda: statuses(runtime)[ExecutionStatus.WAITING] == count, 60,
+                "running to the wait", pool)  # fmt: skip
+    return automation
+
+
+def resumed_steps(runtime, automations, automation) -> dict[str, tuple[datetime, datetime]]:
+    """Each execution's (resume time, start of the step after its wait)."""
+    after = action_nodes(automations, automation.id, "send_message")[-1]
+    waits = {s.execution_id: s for s in steps(runtime) if s.kind == "wait"}
+    return {
+        s.execution_id: (datetime.fromisoformat(waits[s.execution_id].detail.split()[-1]),
+                         s.started_at)
+        for s in steps(runtime) if s.node_id == after
+    }  # fmt: skip
+
+
+def test_waits_resume_on_time_and_once_after_redis_is_flushed(
+    runtime, automations, creator_id, workers_dir
+):
+    """Executions parked at a wait when Redis loses every job (FLUSHDB): the sweep
+    puts them back; each resumes once, not before its time and at most a sweep
+    interval (plus 5 s) after it."""
+    count = 30
+    with worker_processes(runtime.settings, workers_dir, count=2, scheduler=True) as pool:
+        automation = park(runtime, automations, creator_id, count, "6s", pool)
+        scheduled = ScheduledJobRegistry(queue=runtime.queue)
+        assert scheduled.count == count
+        runtime.redis.flushdb()
+        assert scheduled.count == 0
+        sweep_until(runtime, lambda: unfinished(runtime) == 0, 60, "resuming", pool)
+    assert_once_each(runtime, 2, action_nodes(automations, automation.id, "send_message"))
+    times = resumed_steps(runtime, automations, automation)
+    assert len(times) == count
+    for resume_at, started in times.values():
+        assert resume_at <= started <= resume_at + timedelta(seconds=SWEEP_EVERY + 5)
+
+
+def test_waits_resume_through_the_rq_scheduler_on_time_without_a_sweep(
+    runtime, automations, creator_id, workers_dir
+):
+    """With Redis intact, the RQ scheduler of a `--with-scheduler` worker alone resumes
+    every wait: not before its time, and within 3 s of it."""
+    count = 20
+    with worker_processes(runtime.settings, workers_dir, count=2, scheduler=True) as pool:
+        automation = park(runtime, automations, creator_id, count, "3s", pool)
+        wait_until = lambda: unfinished(runtime) == 0  # noqa: E731
+        sweep_until(runtime, wait_until, 30, "resuming by the scheduler", pool, sweep=False)
+    assert_once_each(runtime, 2, action_nodes(automations, automation.id, "send_message"))
+    for resume_at, started in resumed_steps(runtime, automations, automation).values():
+        assert resume_at <= started <= resume_at + timedelta(seconds=3)
