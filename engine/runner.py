@@ -263,12 +263,14 @@ class Runner:
         if self._step(execution.id, node.id) is None:
             self._record(execution.id, node, "wait", "wait", StepStatus.DONE,
                          detail=f"until {resume_at.isoformat()}")  # fmt: skip
+        # attempts counts the tries of the stretch up to here; a resume starts a new
+        # one (else an execution with five waits would be given up at the fifth).
         self.runtime.db.run(
             lambda s: s.execute(
                 update(Execution)
                 .where(Execution.id == execution.id)
                 .values(status=ExecutionStatus.WAITING, current_node=node.next,
-                        resume_at=resume_at, lease_until=None)
+                        resume_at=resume_at, lease_until=None, attempts=0)
             )
         )  # fmt: skip
         self.on_wait(execution.id, resume_at)
