@@ -326,3 +326,23 @@ def test_waits_resume_through_the_rq_scheduler_on_time_without_a_sweep(
     assert_once_each(runtime, 2, action_nodes(automations, automation.id, "send_message"))
     for resume_at, started in resumed_steps(runtime, automations, automation).values():
         assert resume_at <= started <= resume_at + timedelta(seconds=3)
+
+
+def test_an_execution_resumed_by_the_sweep_at_every_wait_completes(
+    runtime, automations, creator_id, workers_dir
+):
+    """Five waits in a row, each resumed by the sweep alone (no scheduler, as when
+    Redis loses the scheduled jobs every time, or under the virtual clock): resuming
+    is not a failed attempt, and the execution completes."""
+    waits = 5
+    body = "\n".join(f'  send_message text: "Part {i}"\n  wait 1s' for i in range(waits))
+    source = (
+        f'automation "Serial" {{\n  when new_subscriber\n{body}\n  send_message text: "End"\n}}\n'
+    )
+    automation = automations.create(creator_id, source, status="active")
+    dispatcher = Dispatcher(runtime, automations.index)
+    count = 10
+    with worker_processes(runtime.settings, workers_dir, count=2) as pool:
+        dispatcher.dispatch_many([subscribed(creator_id, f"fan{i}") for i in range(count)])
+        sweep_until(runtime, lambda: unfinished(runtime) == 0, 60, "resuming by the sweep", pool)
+    assert_once_each(runtime, waits + 1, action_nodes(automations, automation.id, "send_message"))
