@@ -11,13 +11,15 @@ RQ job runs many executions, each independently).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dsl.conditions import literal_from_json
@@ -33,6 +35,9 @@ from engine.plugin_api import FanFields, Trigger
 from engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Tries of a dispatch that lost a race on a unique key (see Dispatcher._transaction).
+RACE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class Dispatcher:
         model = self.validate(context)
         if entries is None:
             entries = self.index.lookup(context.creator_id, context.type)
-        result = self.runtime.db.run(lambda s: self._record(s, context, model, entries))
+        result = self._transaction(lambda s: self._record(s, context, model, entries))
         self.enqueue(result.execution_ids)
         return result
 
@@ -88,12 +93,26 @@ class Dispatcher:
         prepared = [
             (c, self.validate(c), self.index.lookup(c.creator_id, c.type)) for c in contexts
         ]
-        results = self.runtime.db.run(lambda s: [self._record(s, c, m, e) for c, m, e in prepared])
+        results = self._transaction(lambda s: [self._record(s, c, m, e) for c, m, e in prepared])
         self.enqueue([i for r in results for i in r.execution_ids])
         return results
 
     def enqueue(self, execution_ids: Sequence[str]) -> None:
         enqueue_batches(self.runtime, execution_ids)
+
+    def _transaction(self, work: Callable[[Session], T]) -> T:
+        """``db.run(work)``, done again when a unique key refuses a row because another
+        dispatcher inserted the same event, or the same new fan, at the same moment:
+        the next try sees their row (a duplicate event, a fan to update)."""
+        attempt = 1
+        while True:
+            try:
+                return self.runtime.db.run(work)
+            except IntegrityError:
+                if attempt >= RACE_ATTEMPTS:
+                    raise
+                attempt += 1
+                log.info("a concurrent dispatch inserted the same row; trying again")
 
     # --- In the transaction ------------------------------------------------------------
 
