@@ -9,6 +9,7 @@ recovery sweep, which the tests call themselves the way a worker's timer would.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -23,7 +24,7 @@ from worker_process import WorkerPool, worker_processes
 from engine import jobs
 from engine.automations import AutomationService
 from engine.creators import create_creator
-from engine.dispatch import Dispatcher
+from engine.dispatch import Dispatched, Dispatcher
 from engine.events import TriggerContext
 from engine.models import Execution, ExecutionStatus, Fan, OutboxMessage, StepRun, StepStatus
 from engine.runtime import Runtime, install
@@ -346,3 +347,99 @@ def test_an_execution_resumed_by_the_sweep_at_every_wait_completes(
         dispatcher.dispatch_many([subscribed(creator_id, f"fan{i}") for i in range(count)])
         sweep_until(runtime, lambda: unfinished(runtime) == 0, 60, "resuming by the sweep", pool)
     assert_once_each(runtime, waits + 1, action_nodes(automations, automation.id, "send_message"))
+
+
+# --- 3. Dispatchers racing on one event --------------------------------------------------
+
+RACE_SOURCES = [
+    'automation "Race A" {\n  when new_subscriber\n  send_message text: "A"\n}\n',
+    'automation "Race B" {\n  when new_subscriber\n  send_message text: "B"\n'
+    '  add_tag tag: "b"\n}\n',
+]
+RACE_ROUNDS = 20
+
+
+def race(*calls: Callable[[], Dispatched]) -> list[Dispatched | Exception]:
+    """Run the calls in threads released at the same moment; their results or errors."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Dispatched | Exception] = [RuntimeError("did not run")] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def count(runtime: Runtime, model) -> int:
+    return runtime.db.run(lambda s: s.scalar(select(func.count()).select_from(model)))
+
+
+def assert_once_per_fan_and_event(runtime: Runtime, automations: int) -> None:
+    """One execution per automation, fan and event, each run once."""
+    runs = executions(runtime)
+    keys = Counter((e.automation_id, e.fan_id, e.event_id) for e in runs)
+    assert set(keys.values()) == {1}
+    assert len({(e.fan_id, e.event_id) for e in runs}) * automations == len(runs)
+    assert {e.status for e in runs} == {ExecutionStatus.SUCCESS}
+    assert count(runtime, OutboxMessage) == len(runs)
+    assert len({m.idempotency_key for m in messages(runtime)}) == len(runs)
+
+
+def test_two_dispatchers_racing_on_one_event_run_each_automation_once(
+    settings, runtime, automations, creator_id, drain
+):
+    """Two dispatchers (each its own runtime: connections, index) receive the same
+    event (same event_id) at the same moment: one records it, the other sees a
+    duplicate, neither fails, and each automation runs once for the fan."""
+    for source in RACE_SOURCES:
+        automations.create(creator_id, source, status="active")
+    other = Runtime.start(settings)
+    try:
+        first, second = Dispatcher(runtime, automations.index), Dispatcher(other)
+        outcomes = []
+        for i in range(RACE_ROUNDS):
+            event = subscribed(creator_id, f"fan{i}", event_id=f"evt{i}")
+            outcomes.append(race(lambda e=event: first.dispatch(e),
+                                 lambda e=event: second.dispatch(e)))  # fmt: skip
+    finally:
+        other.close()
+    errors = [repr(r) for pair in outcomes for r in pair if isinstance(r, Exception)]
+    assert errors == []
+    for pair in outcomes:
+        assert len({r.event_id for r in pair}) == 1
+        assert sorted(r.duplicate for r in pair) == [False, True]
+        assert sum(len(r.execution_ids) for r in pair) == len(RACE_SOURCES)
+    drain()
+    assert count(runtime, Execution) == RACE_ROUNDS * len(RACE_SOURCES)
+    assert_once_per_fan_and_event(runtime, len(RACE_SOURCES))
+
+
+def test_one_event_without_id_dispatched_twice_at_once_runs_once_per_dispatch(
+    runtime, automations, creator_id, drain
+):
+    """An event without an id, dispatched twice at the same moment through one
+    dispatcher (to a fan not seen before): without an id they are two events, and
+    each automation runs once per fan and event — one fan, no error."""
+    for source in RACE_SOURCES:
+        automations.create(creator_id, source, status="active")
+    dispatcher = Dispatcher(runtime, automations.index)
+    outcomes = []
+    for i in range(RACE_ROUNDS):
+        event = subscribed(creator_id, f"fan{i}")
+        outcomes.append(race(lambda e=event: dispatcher.dispatch(e),
+                             lambda e=event: dispatcher.dispatch(e)))  # fmt: skip
+    errors = [repr(r) for pair in outcomes for r in pair if isinstance(r, Exception)]
+    assert errors == []
+    drain()
+    assert count(runtime, Fan) == RACE_ROUNDS
+    assert count(runtime, Execution) == RACE_ROUNDS * 2 * len(RACE_SOURCES)
+    assert_once_per_fan_and_event(runtime, len(RACE_SOURCES))
