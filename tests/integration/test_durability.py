@@ -15,8 +15,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
+from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select
 from worker_process import WorkerPool, worker_processes
@@ -443,3 +445,50 @@ def test_one_event_without_id_dispatched_twice_at_once_runs_once_per_dispatch(
     assert count(runtime, Fan) == RACE_ROUNDS
     assert count(runtime, Execution) == RACE_ROUNDS * 2 * len(RACE_SOURCES)
     assert_once_per_fan_and_event(runtime, len(RACE_SOURCES))
+
+
+# --- 4. Workers racing on one execution --------------------------------------------------
+
+COPIES = 3
+
+
+def test_workers_racing_on_one_execution_run_it_once(runtime, automations, creator_id, workers_dir):
+    """Each execution queued three times, next to each other, for three worker
+    processes: one job runs it (one lease taken), the others find it taken or done;
+    every step and message happens once."""
+    automation = automations.create(creator_id, CRASH_SOURCE, status="active")
+    dispatched = Dispatcher(runtime, automations.index)
+    dispatched.enqueue = lambda ids: None  # this test queues them itself
+    count = 30
+    ids = [
+        i
+        for r in dispatched.dispatch_many([subscribed(creator_id, f"fan{n}") for n in range(count)])
+        for i in r.execution_ids
+    ]
+    queued = [runtime.queue.enqueue(jobs.run_executions, [i]) for i in ids for _ in range(COPIES)]
+    with worker_processes(runtime.settings, workers_dir, count=COPIES) as pool:
+        all_ran = lambda: all(j.is_finished for j in Job.fetch_many(  # noqa: E731
+            [j.id for j in queued], connection=runtime.redis))  # fmt: skip
+        sweep_until(runtime, all_ran, 60, "racing workers", pool, sweep=False)
+    assert_once_each(runtime, 4, action_nodes(automations, automation.id, "send_message"))
+    assert {e.attempts for e in executions(runtime)} == {1}
+    ran = Counter()
+    for job in queued:
+        ((execution_id, status),) = job.return_value(refresh=True).items()
+        ran[execution_id] += status is not None
+    assert ran == dict.fromkeys(ids, 1)
+    # They did race: jobs of one execution ran at the same time.
+    assert _overlaps(queued) > 0
+
+
+def _overlaps(queued: list[Job]) -> int:
+    """How many executions had two of their jobs running at the same time."""
+    spans: dict[str, list[tuple[datetime, datetime]]] = {}
+    for job in queued:
+        job.refresh()
+        spans.setdefault(job.args[0][0], []).append((job.started_at, job.ended_at))
+    overlapping = 0
+    for runs in spans.values():
+        runs.sort()
+        overlapping += any(b[0] < a[1] for a, b in pairwise(runs))
+    return overlapping
