@@ -33,14 +33,15 @@ class SqlOutbox:
         return self.db.run(lambda s: self._send(s, creator_id, fan_id, text, idempotency_key))
 
     def _send(self, session: Session, creator_id: str, fan_id: str, text: str, key: str) -> str:
+        # Locking the fan serialises this fan's sends, so two executions cannot both
+        # take the last message of the day, and two tries of one step (a lease that
+        # expired under a slow worker) cannot both miss the key and both insert it.
+        session.get(Fan, fan_id, with_for_update=True)
         existing = session.scalar(
             select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key)
         )
         if existing is not None:
             return existing
-        # Locking the fan serialises this fan's sends, so two executions cannot both
-        # take the last message of the day.
-        session.get(Fan, fan_id, with_for_update=True)
         now = self.clock.now()
         cap = session.scalar(
             select(Creator.messages_per_fan_per_day).where(Creator.id == creator_id)
