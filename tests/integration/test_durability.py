@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from typing import TypeVar
 
 import pytest
 from rq.job import Job
@@ -26,12 +27,14 @@ from worker_process import WorkerPool, worker_processes
 from engine import jobs
 from engine.automations import AutomationService
 from engine.creators import create_creator
-from engine.dispatch import Dispatched, Dispatcher
+from engine.dispatch import Dispatcher
 from engine.events import TriggerContext
 from engine.models import Execution, ExecutionStatus, Fan, OutboxMessage, StepRun, StepStatus
+from engine.outbox import SqlOutbox
 from engine.runtime import Runtime, install
 from engine.settings import Settings
 
+T = TypeVar("T")
 LEASE_SECONDS = 2.0
 SWEEP_EVERY = 1.0  # seconds between the sweeps these tests run
 
@@ -361,10 +364,10 @@ RACE_SOURCES = [
 RACE_ROUNDS = 20
 
 
-def race(*calls: Callable[[], Dispatched]) -> list[Dispatched | Exception]:
+def race(*calls: Callable[[], T]) -> list[T | Exception]:
     """Run the calls in threads released at the same moment; their results or errors."""
     barrier = threading.Barrier(len(calls))
-    results: list[Dispatched | Exception] = [RuntimeError("did not run")] * len(calls)
+    results: list[T | Exception] = [RuntimeError("did not run")] * len(calls)
 
     def run(i: int) -> None:
         barrier.wait()
@@ -492,3 +495,26 @@ def _overlaps(queued: list[Job]) -> int:
         runs.sort()
         overlapping += any(b[0] < a[1] for a, b in pairwise(runs))
     return overlapping
+
+
+def test_two_sends_racing_on_one_idempotency_key_write_one_message(runtime, creator_id):
+    """Two workers repeating the same step at once (a lease that expired under a slow
+    worker): both sends of the message succeed with the same message, written once."""
+    fan_id = runtime.db.run(lambda s: _new_fan(s, creator_id))
+    outbox = SqlOutbox(runtime.db, runtime.clock, 100)
+    for i in range(RACE_ROUNDS):
+
+        def send(key=f"race:{i}") -> str:
+            return outbox.send(creator_id=creator_id, fan_id=fan_id, text="Hi", idempotency_key=key)
+
+        results = race(send, send)
+        assert [r for r in results if isinstance(r, Exception)] == []
+        assert len(set(results)) == 1
+    assert count(runtime, OutboxMessage) == RACE_ROUNDS
+
+
+def _new_fan(session, creator_id: str) -> str:
+    fan = Fan(creator_id=creator_id, external_id="fan", name="Fan", tags=[])
+    session.add(fan)
+    session.flush()
+    return fan.id
