@@ -73,11 +73,16 @@ def _operand(node: ast.Expr, at_least: int) -> str:
 
 
 def _bool_op(node: ast.BoolOp) -> str:
-    # Left-associative: `a and b and c` is ((a and b) and c), so only the right side of
-    # the same operator needs parentheses.
-    strength = _precedence(node)
-    left, right = _operand(node.left, strength), _operand(node.right, strength + 1)
-    return f"{left} {node.op} {right}"
+    # Left-associative: `a or b or c` is ((a or b) or c), so only a right operand of the
+    # same operator needs parentheses. The left spine is walked in a loop, not by
+    # recursion, so that a long chain of alternatives cannot exhaust the stack.
+    op, strength = node.op, _precedence(node)
+    rights = []
+    while isinstance(node, ast.BoolOp) and node.op == op:
+        rights.append(node.right)
+        node = node.left
+    operands = [_operand(node, strength), *(_operand(r, strength + 1) for r in reversed(rights))]
+    return f" {op} ".join(operands)
 
 
 _EXPRESSIONS: dict[type, Callable] = {
@@ -118,15 +123,17 @@ class _Line:
     last: int | None = None
 
 
-def _spans(node) -> Iterator[ast.Span]:
-    """Every span in a subtree (the tree is made of dataclasses and tuples of them)."""
-    if isinstance(node, tuple):
-        for item in node:
-            yield from _spans(item)
-    elif dataclasses.is_dataclass(node) and not isinstance(node, ast.Span):
-        yield node.span
-        for f in dataclasses.fields(node):
-            yield from _spans(getattr(node, f.name))
+def _spans(root) -> Iterator[ast.Span]:
+    """Every span in a tree of dataclasses and tuples of them (a loop, not recursion, as
+    a long `or` chain is a deep tree)."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple):
+            stack.extend(node)
+        elif dataclasses.is_dataclass(node) and not isinstance(node, ast.Span):
+            yield node.span
+            stack.extend(getattr(node, f.name) for f in dataclasses.fields(node))
 
 
 class _Printer:
@@ -152,13 +159,17 @@ class _Printer:
         self.attach_trailing()
         return "".join(line.text.rstrip() + "\n" for line in self.lines)
 
-    def emit(self, indent: int, text: str, first: int, last: int | None = None) -> None:
+    def emit(self, indent: int, text: str, first: int | None, last: int | None = None) -> None:
         self.lines.append(_Line(INDENT * indent + text, first, first if last is None else last))
 
     def item(self, line: int, indent: int) -> None:
         """Before a statement or comment of a sequence: its comments, then a blank line
         where the source had one."""
         self.flush(line, indent)
+        self.paragraph_break(line)
+
+    def paragraph_break(self, line: int) -> None:
+        """One blank line if the source had any between the previous item and ``line``."""
         if self.last_end is not None and line - self.last_end > 1:
             self.lines.append(_Line(""))
 
@@ -166,11 +177,9 @@ class _Printer:
         """Print the own-line comments that come before source line ``before``."""
         while self.pending and self.pending[0].span.line < before:
             comment = self.pending.pop(0)
-            line = comment.span.line
-            if self.last_end is not None and line - self.last_end > 1:
-                self.lines.append(_Line(""))
+            self.paragraph_break(comment.span.line)
             self.lines.append(_Line(INDENT * indent + "#" + comment.text))
-            self.last_end = line
+            self.last_end = comment.span.line
 
     def attach_trailing(self) -> None:
         for comment in self.trailing:

@@ -251,3 +251,10 @@ def test_in_memory_module_formats_with_description_and_trigger_arguments() -> No
         "  send_message\n"
         "}\n"
     )
+
+
+def test_a_long_chain_of_alternatives_formats_without_exhausting_the_stack() -> None:
+    # Left-associative `or` makes a tree as deep as the chain is long.
+    condition = " or ".join(f'fan.country == "C{i}"' for i in range(3000))
+    text = f'automation "x" {{\n  when t\n  if {condition} {{\n  }}\n}}\n'
+    assert format_text(text) == text
