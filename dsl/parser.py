@@ -342,9 +342,57 @@ def parse_with_diagnostics(text: str) -> tuple[ast.Module | None, list[Diagnosti
                 return None, diagnostics
             masked = recovered
             continue
+        diagnostics.extend(_too_deep(module, text))
         if diagnostics:
             return None, diagnostics
         return _with_comments(module, text), diagnostics
+
+
+# Every later stage walks the tree recursively; nothing a person writes nests this deep.
+MAX_DEPTH = 60
+
+
+def _too_deep(module: ast.Module, text: str) -> list[Diagnostic]:
+    """An error for each automation nested deeper than MAX_DEPTH (found without
+    recursion, since recursion is what such a tree would break)."""
+    problems = []
+    for automation in module.automations:
+        if _nesting_bound(text[automation.span.start : automation.span.end]) <= MAX_DEPTH:
+            continue  # cannot be that deep: skip the walk
+        stack = [(automation, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                problems.append(
+                    error(
+                        f"nested more than {MAX_DEPTH} levels deep",
+                        node.span,
+                        hint="split it into simpler conditions or branches; for many "
+                        "alternatives use `in [...]`",
+                        code="syntax/too-deep",
+                    )
+                )
+                break
+            stack.extend((child, depth + 1) for child in _children(node))
+    return problems
+
+
+def _nesting_bound(text: str) -> int:
+    """More than the depth of any tree this text parses to (each level of nesting
+    needs one of these words or brackets, plus a few for the statement itself)."""
+    words = text.count("not") + text.count("and") + text.count("or") + text.count("if")
+    return 4 + words + text.count("(") + text.count("[") + text.count("{")
+
+
+def _children(node) -> list:
+    children = []
+    for name in getattr(node, "__dataclass_fields__", ()):
+        value = getattr(node, name)
+        if isinstance(value, tuple):
+            children.extend(v for v in value if hasattr(v, "__dataclass_fields__"))
+        elif hasattr(value, "__dataclass_fields__") and not isinstance(value, ast.Span):
+            children.append(value)
+    return children
 
 
 def _with_comments(module: ast.Module, text: str) -> ast.Module:
