@@ -94,7 +94,10 @@ _EXPRESSIONS: dict[type, Callable] = {
     ast.Boolean: lambda n: "true" if n.value else "false",
     ast.ListExpr: lambda n: "[" + ", ".join(expression(i) for i in n.items) + "]",
     ast.Field: lambda n: n.dotted,
-    ast.Not: lambda n: "not " + _operand(n.operand, _NOT),
+    # `not (a in b)` rather than the equivalent `not a in b`, which reads like `not in`.
+    ast.Not: lambda n: (
+        "not " + _operand(n.operand, _ATOM if isinstance(n.operand, ast.Compare) else _NOT)
+    ),
     ast.BoolOp: _bool_op,
     ast.Compare: lambda n: f"{_operand(n.left, _ATOM)} {n.op} {_operand(n.right, _ATOM)}",
 }

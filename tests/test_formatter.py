@@ -185,7 +185,7 @@ def test_string_escapes(value: str, literal: str) -> None:
         (ast.BoolOp("and", A, ast.BoolOp("and", B, C)), "a and (b and c)"),
         (ast.BoolOp("or", A, ast.BoolOp("or", B, C)), "a or (b or c)"),
         (ast.Not(ast.BoolOp("or", A, B)), "not (a or b)"),
-        (ast.Not(ast.Compare("==", A, B)), "not a == b"),
+        (ast.Not(ast.Compare("==", A, B)), "not (a == b)"),
         (ast.Not(ast.Not(A)), "not not a"),
         (ast.BoolOp("and", ast.Not(A), ast.Not(B)), "not a and not b"),
         (ast.Compare("==", ast.Not(A), B), "(not a) == b"),
@@ -202,7 +202,7 @@ def test_parentheses_only_where_precedence_needs_them(node: ast.Expr, text: str)
 
 def test_redundant_parentheses_are_dropped() -> None:
     text = 'automation "x" {\n  when t\n  if ((a)) and (not (b == [(1)])) {\n  }\n}\n'
-    assert "  if a and not b == [1] {\n" in format_text(text)
+    assert "  if a and not (b == [1]) {\n" in format_text(text)
 
 
 @pytest.mark.parametrize(
