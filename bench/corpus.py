@@ -122,8 +122,8 @@ class _Writer:
         if shape < 0.8:
             return f"{self.condition_atom()} or {self.condition_atom()}"
         if shape < 0.9:
-            # `not` binds looser than comparisons: canonical text has no parentheses here.
-            return f"not {self.condition_atom(negatable=True)}"
+            # Canonical text keeps these parentheses: `not a in b` reads like `not in`.
+            return f"not ({self.condition_atom(negatable=True)})"
         # `and` binds tighter than `or`: parentheses are needed only around the `or`.
         return f"({self.condition_atom()} or {self.condition_atom()}) and {self.condition_atom()}"
 
