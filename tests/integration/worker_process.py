@@ -118,10 +118,11 @@ class WorkerPool:
         for process in self.processes.values():
             _kill_group(process)
 
-    def logs(self, tail: int = 2000) -> str:
-        """The end of every worker's log, for a failure message."""
+    def logs(self, tail: int = 2000, workers: int = 4) -> str:
+        """The end of the latest workers' logs, for a failure message."""
         parts = []
-        for path in sorted(self.log_dir.glob("*.log")):
+        paths = sorted(self.log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
+        for path in paths[-workers:]:
             text = path.read_text(errors="replace")[-tail:]
             parts.append(f"\n--- {path.name} ---\n{text}")
         return "".join(parts)
