@@ -280,7 +280,8 @@ automation "Wait test" {
 
 
 def park(runtime, automations, creator_id, count: int, wait: str, pool: WorkerPool):
-    """``count`` executions run to their wait; returns the automation."""
+    """``count`` executions run to their wait; returns the automation and when each
+    execution is due to resume."""
     source = WAIT_SOURCE.replace("WAIT", wait)
     automation = automations.create(creator_id, source, status="active")
     dispatcher = Dispatcher(runtime, automations.index)
@@ -288,18 +289,21 @@ def park(runtime, automations, creator_id, count: int, wait: str, pool: WorkerPo
     pool.wait_ready(runtime.redis, len(pool.alive()))
     sweep_until(runtime, lambda: statuses(runtime)[ExecutionStatus.WAITING] == count, 60,
                 "running to the wait", pool)  # fmt: skip
-    return automation
+    return automation, {e.id: e.resume_at for e in executions(runtime)}
 
 
-def resumed_steps(runtime, automations, automation) -> dict[str, tuple[datetime, datetime]]:
-    """Each execution's (resume time, start of the step after its wait)."""
+def assert_resumed_on_time(
+    runtime, automations, automation, due: dict[str, datetime], late: float
+) -> None:
+    """The step after each execution's wait started at its resume time or at most
+    ``late`` seconds after it."""
     after = action_nodes(automations, automation.id, "send_message")[-1]
-    waits = {s.execution_id: s for s in steps(runtime) if s.kind == "wait"}
-    return {
-        s.execution_id: (datetime.fromisoformat(waits[s.execution_id].detail.split()[-1]),
-                         s.started_at)
-        for s in steps(runtime) if s.node_id == after
-    }  # fmt: skip
+    started = {s.execution_id: s.started_at for s in steps(runtime) if s.node_id == after}
+    assert started.keys() == due.keys()
+    early = {i: (due[i], started[i]) for i in due if started[i] < due[i]}
+    assert early == {}
+    slow = {i: (due[i], started[i]) for i in due if started[i] > due[i] + timedelta(seconds=late)}
+    assert slow == {}
 
 
 @POSTGRESQL_ONLY
@@ -311,17 +315,14 @@ def test_waits_resume_on_time_and_once_after_redis_is_flushed(
     interval (plus 5 s) after it."""
     count = 30
     with worker_processes(runtime.settings, workers_dir, count=2, scheduler=True) as pool:
-        automation = park(runtime, automations, creator_id, count, "6s", pool)
+        automation, due = park(runtime, automations, creator_id, count, "6s", pool)
         scheduled = ScheduledJobRegistry(queue=runtime.queue)
         assert scheduled.count == count
         runtime.redis.flushdb()
         assert scheduled.count == 0
         sweep_until(runtime, lambda: unfinished(runtime) == 0, 60, "resuming", pool)
     assert_once_each(runtime, 2, action_nodes(automations, automation.id, "send_message"))
-    times = resumed_steps(runtime, automations, automation)
-    assert len(times) == count
-    for resume_at, started in times.values():
-        assert resume_at <= started <= resume_at + timedelta(seconds=SWEEP_EVERY + 5)
+    assert_resumed_on_time(runtime, automations, automation, due, late=SWEEP_EVERY + 5)
 
 
 @POSTGRESQL_ONLY
@@ -329,15 +330,15 @@ def test_waits_resume_through_the_rq_scheduler_on_time_without_a_sweep(
     runtime, automations, creator_id, workers_dir
 ):
     """With Redis intact, the RQ scheduler of a `--with-scheduler` worker alone resumes
-    every wait: not before its time, and within 3 s of it."""
+    every wait: not before its time, and within 4 s of it (its 1 s polling, RQ's whole
+    seconds, a worker's turn)."""
     count = 20
     with worker_processes(runtime.settings, workers_dir, count=2, scheduler=True) as pool:
-        automation = park(runtime, automations, creator_id, count, "3s", pool)
+        automation, due = park(runtime, automations, creator_id, count, "3s", pool)
         wait_until = lambda: unfinished(runtime) == 0  # noqa: E731
         sweep_until(runtime, wait_until, 30, "resuming by the scheduler", pool, sweep=False)
     assert_once_each(runtime, 2, action_nodes(automations, automation.id, "send_message"))
-    for resume_at, started in resumed_steps(runtime, automations, automation).values():
-        assert resume_at <= started <= resume_at + timedelta(seconds=3)
+    assert_resumed_on_time(runtime, automations, automation, due, late=4)
 
 
 @POSTGRESQL_ONLY
