@@ -30,32 +30,46 @@ An action declares its arguments and runs::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from dsl.values import Money, Percentage
+from engine.events import TriggerContext
+from engine.exceptions import Conflict, HuntazeError, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
 
 __all__ = [
     "Action",
     "ActionContext",
     "ActionError",
     "ActionResult",
+    "Conflict",
+    "Database",
     "FanFields",
     "FanStore",
+    "HuntazeError",
+    "InvalidInput",
     "Money",
     "MoneyAmount",
     "NoConfig",
+    "NotFound",
     "Outbox",
     "Percentage",
     "Services",
     "TemplateRenderer",
     "Trigger",
+    "TriggerContext",
 ]
+
+T = TypeVar("T")
 
 
 # --- Values ------------------------------------------------------------------------
@@ -145,6 +159,26 @@ class TemplateRenderer(Protocol):
     def render(self, template: str, data: Mapping[str, Any]) -> str: ...
 
 
+class Database(Protocol):
+    """The engine's database, lent to plugins that keep tables of their own.
+
+    Such a plugin declares its SQLAlchemy ``MetaData`` in the entry-point group
+    ``huntaze.metadata`` and its Alembic migrations in ``huntaze.migrations``, so that
+    ``huntaze db upgrade`` creates its tables beside the engine's (docs/plugins.md)."""
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine: SQLite or PostgreSQL (``engine.dialect.name``)."""
+        ...
+
+    def run(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in one transaction, committed when it returns and rolled
+        back when it raises; tried again with backoff when the database fails for a
+        transient reason (a lost connection, a deadlock), so ``work`` must do nothing but
+        database work."""
+        ...
+
+
 @dataclass(frozen=True)
 class Services:
     """What the engine lends an action while it runs."""
@@ -152,6 +186,8 @@ class Services:
     outbox: Outbox
     fans: FanStore
     templates: TemplateRenderer
+    # None only where no database is at hand (a unit test's hand-built context).
+    database: Database | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +204,9 @@ class ActionContext:
     idempotency_key: str
     services: Services
     now: datetime  # the engine's clock (simulated in demos): use it, not datetime.now()
+    # The platform's id for the fan (``TriggerContext.fan_id``), which outside systems
+    # know the fan by; ``fan_id`` is the engine's own id. "" in a hand-built context.
+    fan_external_id: str = ""
 
     def render(self, template: str) -> str:
         """``template`` with its ``{{ placeholders }}`` filled from the trigger's data."""
