@@ -222,3 +222,58 @@ def test_help_lists_the_commands(runner):
     assert result.exit_code == 0
     assert "check" in result.stdout
     assert "fmt" in result.stdout
+
+
+# --- check against the installed plugins, plugins, graph -------------------------------
+
+UNKNOWN_NAMES = """\
+automation "Welcome" {
+  when new_subscribr
+  send_mesage text: "Hi {{ fan.name }}"
+}
+"""
+
+
+def test_check_runs_the_checker_against_the_installed_plugins(runner, write_hz):
+    path = write_hz("names.hz", UNKNOWN_NAMES)
+    result = runner.invoke(main, ["check", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:2:3: error: unknown trigger `new_subscribr`" in result.stdout
+    assert "hint: did you mean `new_subscriber`?" in result.stdout
+
+
+def test_plugins_lists_triggers_actions_fields_and_arguments(runner):
+    result = runner.invoke(main, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert "trigger purchase_completed: " in result.stdout
+    assert "    event.amount  (money)\n" in result.stdout
+    assert "action send_message: " in result.stdout
+    assert '    text: text ("...") (required)\n' in result.stdout
+
+
+def test_plugins_json_is_the_whole_catalogue(runner):
+    result = runner.invoke(main, ["plugins", "--format", "json"])
+    listing = json.loads(result.stdout)
+    triggers = {t["name"]: t for t in listing["triggers"]}
+    actions = {a["name"]: a for a in listing["actions"]}
+    assert triggers["message_received"]["fields"]["event.text"] == "text"
+    assert actions["add_tag"]["arguments"][0]["name"] == "tag"
+    assert actions["add_tag"]["side_effects"] is False
+    assert listing["problems"] == []
+
+
+def test_graph_prints_the_compiled_graph_or_the_steps(runner, write_hz):
+    path = write_hz("welcome.hz", CANONICAL)
+    graphs = json.loads(runner.invoke(main, ["graph", str(path)]).stdout)
+    assert graphs[0]["format"] == "huntaze.rulegraph"
+    assert graphs[0]["nodes"]["s1"]["name"] == "send_message"
+    flows = json.loads(runner.invoke(main, ["graph", "--steps", str(path)]).stdout)
+    assert [s["type"] for s in flows[0]["steps"]] == ["trigger", "action"]
+
+
+def test_graph_of_a_file_with_errors_prints_them_and_exits_1(runner, write_hz):
+    path = write_hz("names.hz", UNKNOWN_NAMES)
+    result = runner.invoke(main, ["graph", str(path)])
+    assert result.exit_code == 1
+    assert "unknown action `send_mesage`" in result.stderr
+    assert result.stdout == ""

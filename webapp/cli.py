@@ -14,9 +14,11 @@ from pathlib import Path
 
 import click
 
-from dsl import Diagnostic, DslError, format_text, parse_with_diagnostics, render
+from dsl import Diagnostic, DslError, analyse, compile_text, export_flow, format_text, render
 from dsl.ast import Span
 from dsl.diagnostics import error
+from dsl.types import accepted_types, describe
+from engine.catalogue import load_catalogue
 
 SUFFIX = ".hz"
 
@@ -105,6 +107,100 @@ def fmt(paths: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
         raise SystemExit(1)
 
 
+@main.command()
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)  # fmt: skip
+def plugins(output_format: str) -> None:
+    """List the installed triggers and actions, and any plugin that failed to load."""
+    loaded = load_catalogue()
+    listing = describe_catalogue(loaded)
+    if output_format == "json":
+        click.echo(json.dumps(listing, indent=2))
+        return
+    for trigger in listing["triggers"]:
+        click.echo(f"trigger {trigger['name']}: {trigger['description']}")
+        for name, kind in trigger["fields"].items():
+            click.echo(f"    {name}  ({kind})")
+        for argument in trigger["arguments"]:
+            click.echo(f"    {format_argument(argument)}")
+    for action in listing["actions"]:
+        click.echo(f"action {action['name']}: {action['description']}")
+        for argument in action["arguments"]:
+            click.echo(f"    {format_argument(argument)}")
+    for problem in listing["problems"]:
+        click.echo(f"problem: {problem['group']} `{problem['name']}`: {problem['reason']}")
+
+
+def describe_catalogue(loaded) -> dict:
+    """The catalogue as JSON-ready data (for `huntaze plugins`, the editor and the AI)."""
+    catalog = loaded.catalog
+    return {
+        "triggers": [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "fields": {name: kind.value for name, kind in sorted(spec.fields.items())},
+                "arguments": describe_arguments(spec.config_model),
+            }
+            for spec in sorted(catalog.triggers.values(), key=lambda s: s.name)
+        ],
+        "actions": [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "arguments": describe_arguments(spec.config_model),
+                "side_effects": spec.side_effects,
+                "emits": list(spec.emits),
+            }
+            for spec in sorted(catalog.actions.values(), key=lambda s: s.name)
+        ],
+        "problems": [
+            {"name": p.name, "group": p.group, "reason": p.reason, "distribution": p.distribution}
+            for p in loaded.problems
+        ],
+    }
+
+
+def describe_arguments(model) -> list[dict]:
+    if model is None:
+        return []
+    return [
+        {
+            "name": name,
+            "type": describe(accepted_types(field.annotation)),
+            "required": field.is_required(),
+            "default": None if field.is_required() else repr(field.get_default()),
+        }
+        for name, field in model.model_fields.items()
+    ]
+
+
+def format_argument(argument: dict) -> str:
+    extra = "required" if argument["required"] else f"default {argument['default']}"
+    return f"{argument['name']}: {argument['type']} ({extra})"
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--steps", is_flag=True,
+              help="Print the design document's step list instead of the rule graph.")  # fmt: skip
+def graph(path: Path, steps: bool) -> None:
+    """Print the compiled rule graph (JSON) of every automation in a file."""
+    text, diagnostics = read_source(path)
+    if text is not None:
+        try:
+            graphs, diagnostics = compile_text(text, load_catalogue().catalog, str(path))
+        except DslError as exc:
+            diagnostics = exc.diagnostics
+    errors = [d for d in diagnostics if d.is_error]
+    for d in diagnostics:
+        click.echo(render(d, text or "", str(path)), err=True)
+    if errors:
+        raise SystemExit(1)
+    output = [export_flow(g) if steps else g.to_json() for g in graphs]
+    click.echo(json.dumps(output, indent=2, ensure_ascii=False))
+
+
 def format_file(path: Path) -> tuple[str, str | None, list[Diagnostic]]:
     """(text, canonical text or None, the diagnostics that prevented formatting)."""
     text, diagnostics = read_source(path)
@@ -117,11 +213,9 @@ def format_file(path: Path) -> tuple[str, str | None, list[Diagnostic]]:
 
 
 def diagnose(text: str) -> list[Diagnostic]:
-    """Every problem in one file's text, syntax first.
-
-    The semantic checker (a later stage) belongs here: it takes the parsed module and
-    returns more diagnostics, which are appended to these."""
-    _module, diagnostics = parse_with_diagnostics(text)
+    """Every problem in one file's text: syntax errors, or else what the checker finds
+    against the installed plugins."""
+    _module, diagnostics = analyse(text, load_catalogue().catalog)
     return diagnostics
 
 
