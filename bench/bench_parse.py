@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +160,13 @@ def outcome(completed: subprocess.CompletedProcess) -> str:
         return f"CRASHED ({completed.stderr.strip().splitlines()[-1]})"
     if completed.returncode == 0:
         return "exit 0"
-    reported = len([line for line in completed.stdout.splitlines() if ": error:" in line])
-    return f"exit {completed.returncode}, {reported} error line(s) reported"
+    messages = Counter(
+        line.split(": error: ", 1)[1]
+        for line in completed.stdout.splitlines()
+        if ": error: " in line
+    )
+    common = ", ".join(f"{count} x {message}" for message, count in messages.most_common(3))
+    return f"exit {completed.returncode}, {messages.total()} errors reported ({common})"
 
 
 def run_earley(n: int, rounds: int) -> tuple[list[Result], str]:

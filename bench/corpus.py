@@ -20,8 +20,8 @@ DEFAULT_N = 1000
 DEFAULT_SEED = 20240601
 INDENT = "  "
 
-# Per trigger: a name stem for the automation, then the conditions that make sense for it.
-# The conditions only use fields the trigger's context plausibly provides.
+# The conditions each trigger can test, written against the fields its context provides
+# (`huntaze plugins` lists them): every fan field for every trigger, plus the event's own.
 COMMON_CONDITIONS = (
     "fan.total_spent >= {money}",
     "fan.total_spent < {money}",
@@ -29,27 +29,26 @@ COMMON_CONDITIONS = (
     '"{tag}" in fan.tags',
     "fan.country in {countries}",
     "fan.country not in {countries}",
-    "fan.subscribed_days > {days}",
-    "fan.subscribed_days <= {days}",
-    "fan.is_muted == false",
-    'fan.platform != "web"',
+    "fan.message_count > {count}",
+    "fan.message_count <= {count}",
+    'fan.country != "{country}"',
 )
 TRIGGER_CONDITIONS = {
-    "new_subscriber": ("event.referrer in {referrers}", "event.is_trial == true"),
+    "new_subscriber": ('fan.country == "{country}"', "fan.total_spent == $0"),
     "message_received": (
         'event.text == "{keyword}"',
-        "event.keyword in {keywords}",
-        "event.is_reply == false",
+        "event.text in {keywords}",
+        '"{keyword}" in event.text',
     ),
     "purchase_completed": (
         "event.amount >= {money}",
         "event.amount < {money}",
-        "event.discount >= {percent}",
-        'event.item_type == "{item}"',
+        'event.item == "{item}"',
+        "event.item in {items}",
     ),
     "subscription_expiring": (
         "event.days_left <= {small_days}",
-        "event.auto_renew == false",
+        "event.days_left > {small_days}",
         "event.renewal_price > {money}",
     ),
 }
@@ -61,7 +60,6 @@ NAME_STEMS = {
 }
 TAGS = ("vip", "welcomed", "whale", "buyer", "lapsed", "trial", "engaged", "winback")
 COUNTRIES = ("US", "CA", "GB", "FR", "DE", "ES", "BR", "AU")
-REFERRERS = ("twitter", "reddit", "instagram", "tiktok")
 KEYWORDS = ("price", "custom", "hello", "discount", "bundle")
 ITEMS = ("ppv", "bundle", "tip", "custom")
 MESSAGES = (
@@ -104,12 +102,12 @@ class _Writer:
             money=self.money(),
             tag=self.pick(TAGS),
             countries=_str_list(rng.sample(COUNTRIES, rng.randint(1, 3))),
-            referrers=_str_list(rng.sample(REFERRERS, 2)),
+            country=self.pick(COUNTRIES),
             keywords=_str_list(rng.sample(KEYWORDS, rng.randint(2, 3))),
             keyword=self.pick(KEYWORDS),
             item=self.pick(ITEMS),
-            percent=f"{self.pick((10, 15, 20, 12.5))}%",
-            days=rng.randint(7, 365),
+            items=_str_list(rng.sample(ITEMS, 2)),
+            count=rng.randint(1, 200),
             small_days=rng.randint(1, 7),
         )
 
