@@ -172,9 +172,10 @@ class Runner:
 
     # --- Steps ---------------------------------------------------------------------------
 
-    def _context(self, execution: Execution) -> dict[str, Any]:
+    def _context(self, execution: Execution, fan: Fan | None = None) -> dict[str, Any]:
         """What conditions see: the event as it was, the fan as they are now."""
-        fan = self.runtime.db.run(lambda s: s.get(Fan, execution.fan_id))
+        if fan is None:
+            fan = self.runtime.db.run(lambda s: s.get(Fan, execution.fan_id))
         return {**execution.trigger_data, "fan": fan_data(fan)}
 
     def _condition(self, execution: Execution, loaded: LoadedGraph, node: ConditionNode):
@@ -226,12 +227,14 @@ class Runner:
 
     def _action_context(self, execution: Execution, node: ActionNode) -> ActionContext:
         settings = self.runtime.settings
-        data = self._template_data(execution)
+        fan = self.runtime.db.run(lambda s: s.get(Fan, execution.fan_id))
+        data = self._template_data(execution, fan)
         services = Services(
             outbox=SqlOutbox(self.runtime.db, self.runtime.clock,
                              settings.messages_per_fan_per_day, execution.id),
             fans=self.fans,
             templates=TEMPLATES,
+            database=self.runtime.db,
         )  # fmt: skip
         return ActionContext(
             creator_id=execution.creator_id,
@@ -242,12 +245,13 @@ class Runner:
             idempotency_key=f"{execution.id}:{node.id}",
             services=services,
             now=self.runtime.clock.now(),
+            fan_external_id=fan.external_id,
         )
 
-    def _template_data(self, execution: Execution) -> dict[str, Any]:
+    def _template_data(self, execution: Execution, fan: Fan) -> dict[str, Any]:
         """The context as the trigger's own model (money prints as $9.99), with the
         fan as they are now."""
-        data = self._context(execution)
+        data = self._context(execution, fan)
         trigger = self.runtime.plugins.triggers.get(execution.trigger_type)
         if trigger is None:
             return data
