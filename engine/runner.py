@@ -44,6 +44,9 @@ from engine.plugin_api import ActionContext, ActionError, ActionResult, Services
 from engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
+# `current_node` once nothing is left to run (after a wait that ends the run): None
+# there means "not started", which would send a resumed run back to its first step.
+END = ""
 
 
 class _Templates:
@@ -122,7 +125,8 @@ class Runner:
             return None
         execution = self.runtime.db.run(lambda s: s.get(Execution, execution_id))
         loaded = self.graphs.get(execution.automation_id, execution.automation_version)
-        node_id = execution.current_node or loaded.graph.entry
+        position = execution.current_node
+        node_id = loaded.graph.entry if position is None else position or None
         while node_id is not None:
             node = loaded.graph.nodes[node_id]
             if isinstance(node, WaitNode):
@@ -166,7 +170,7 @@ class Runner:
             lambda s: s.execute(
                 update(Execution)
                 .where(Execution.id == execution_id)
-                .values(current_node=node_id, lease_until=lease)
+                .values(current_node=END if node_id is None else node_id, lease_until=lease)
             )
         )
 
@@ -273,7 +277,8 @@ class Runner:
             lambda s: s.execute(
                 update(Execution)
                 .where(Execution.id == execution.id)
-                .values(status=ExecutionStatus.WAITING, current_node=node.next,
+                .values(status=ExecutionStatus.WAITING,
+                        current_node=END if node.next is None else node.next,
                         resume_at=resume_at, lease_until=None, attempts=0)
             )
         )  # fmt: skip
@@ -307,7 +312,7 @@ class Runner:
                 .where(Execution.id == execution_id)
                 .values(status=status, steps_executed=done + failed, lease_until=None,
                         resume_at=None, error="; ".join(e for e in errors if e) or None,
-                        finished_at=self.runtime.clock.now())
+                        current_node=None, finished_at=self.runtime.clock.now())
             )  # fmt: skip
             return status
 
