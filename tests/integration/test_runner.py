@@ -507,3 +507,44 @@ def test_money_renders_with_cents(runtime, creator, automations, dispatcher, dra
     dispatcher.dispatch(purchase(creator.id, amount=1, total_spent=12.5))
     drain()
     assert outbox(runtime) == ["$12.50"]
+
+
+# --- Waits at the end, and edits while waiting ------------------------------------------------
+
+
+def test_a_wait_at_the_end_of_the_run_finishes_when_it_is_over(
+    runtime, clock, creator, automations, dispatcher, drain
+):
+    text = automation("Tail", "new_subscriber", 'if "vip" in fan.tags {',
+                      '  send_message text: "vip"', "  wait 1d", "}")  # fmt: skip
+    automations.create(creator.id, text, status="active")
+    ctx = context("new_subscriber", creator.id, fan_fields=fan(tags=["vip"]))
+    (execution_id,) = dispatcher.dispatch(ctx).execution_ids
+    drain()
+    assert execution(runtime, execution_id).status == "waiting"
+
+    clock.set(START + timedelta(days=1))
+    assert sweep(runtime) == 1
+    drain()
+    done = execution(runtime, execution_id)
+    assert (done.status, done.steps_executed) == ("success", 1)
+    assert [node for node, *_ in trace(runtime, execution_id)] == ["s1", "s1.b1.s1", "s1.b1.s2"]
+    clock.set(START + timedelta(days=3))
+    assert sweep(runtime) == 0
+    assert outbox(runtime) == ["vip"]
+
+
+def test_an_execution_resumes_the_version_it_started_with(
+    runtime, clock, creator, automations, dispatcher, drain
+):
+    text = automation("V", "new_subscriber", "wait 1h", 'send_message text: "old"')
+    saved = automations.create(creator.id, text, status="active")
+    (execution_id,) = dispatcher.dispatch(context("new_subscriber", creator.id)).execution_ids
+    drain()
+    automations.update(saved.id, source=text.replace('"old"', '"new"'))
+
+    clock.set(START + timedelta(hours=1))
+    sweep(runtime)
+    drain()
+    assert outbox(runtime) == ["old"]
+    assert execution(runtime, execution_id).automation_version == 1
