@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -66,6 +67,8 @@ class Dispatcher:
         trigger = self.runtime.plugins.triggers.get(context.type)
         if trigger is None:
             raise InvalidInput(f"unknown trigger `{context.type}`", "type")
+        if context.timestamp.tzinfo is None:
+            raise InvalidInput("the event's time needs a time zone", "timestamp")
         try:
             model = trigger.Context.model_validate(dict(context.data))
         except ValidationError as exc:
@@ -172,7 +175,8 @@ class Dispatcher:
             external_id=context.event_id,
             type=context.type,
             fan_external_id=context.fan_id,
-            data=dict(context.data),
+            # As received; values a Python caller gave (datetime, Decimal) as JSON.
+            data=to_jsonable_python(dict(context.data)),
             occurred_at=context.timestamp,
             received_at=self.runtime.clock.now(),
         )

@@ -36,7 +36,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from dsl.values import Money, Percentage
 from engine.events import TriggerContext
@@ -91,6 +91,17 @@ def _money(value: Any) -> Any:
 MoneyAmount = Annotated[Money, BeforeValidator(_money)]
 
 
+def _aware(moment: datetime) -> datetime:
+    # The engine stores UTC times: a time without its zone could be any of 24 hours.
+    if moment.tzinfo is None:
+        raise ValueError("needs a time zone, as in 2026-10-01T12:00:00Z")
+    return moment
+
+
+# A datetime in an event, refused (naming the field) when it has no time zone.
+AwareDateTime = Annotated[datetime, AfterValidator(_aware)]
+
+
 class FanFields(BaseModel):
     """What every built-in trigger knows about the fan: ``fan.name``, ``fan.tags`` ..."""
 
@@ -99,7 +110,7 @@ class FanFields(BaseModel):
     total_spent: MoneyAmount = Money(Decimal(0))
     tags: list[str] = Field(default_factory=list)
     country: str | None = None  # ISO 3166 code, "US"; unknown for some fans
-    subscribed_at: datetime
+    subscribed_at: AwareDateTime
     message_count: int = 0
 
 
