@@ -133,6 +133,7 @@ INVALID = [
     ("message_received", None, fan(), "data.event"),
     ("new_subscriber", None, {"name": "Mia", "username": "mia"}, "data.fan.subscribed_at"),
     ("new_subscriber", None, fan(tags="vip"), "data.fan.tags"),
+    ("new_subscriber", None, fan(subscribed_at="2026-10-01T12:00:00"), "data.fan.subscribed_at"),
     ("subscription_expiring", {"days_left": -1, "renewal_price": 5}, fan(),
      "data.event.days_left"),
 ]  # fmt: skip
@@ -146,6 +147,24 @@ def test_invalid_event_data_is_refused_naming_the_field(runtime, creator, dispat
         assert caught.value.field == field
         assert field.removeprefix("data.") in str(caught.value)
     assert (count(runtime, Event), count(runtime, Fan)) == (0, 0)
+
+
+def test_an_event_time_without_a_time_zone_is_refused(runtime, creator, dispatcher):
+    naive = context("new_subscriber", creator.id, timestamp=START.replace(tzinfo=None))
+    with pytest.raises(InvalidInput) as caught:
+        dispatcher.dispatch(naive)
+    assert caught.value.field == "timestamp"
+    assert count(runtime, Event) == 0
+
+
+def test_python_values_in_an_event_are_logged_as_json(runtime, creator, dispatcher):
+    """A caller in Python may hand over datetimes and Decimals, not only JSON."""
+    ctx = context("purchase_completed", creator.id, fan_fields=fan(subscribed_at=START),
+                  event={"amount": Decimal("9.99"), "item": "post"})  # fmt: skip
+    result = dispatcher.dispatch(ctx)
+    row = runtime.db.run(lambda s: s.get(Event, result.event_id))
+    assert row.data["fan"]["subscribed_at"] == "2026-11-02T09:00:00Z"
+    assert row.data["event"] == {"amount": "9.99", "item": "post"}
 
 
 def test_unknown_trigger_and_unknown_creator(runtime, creator, dispatcher):
