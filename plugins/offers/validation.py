@@ -10,6 +10,7 @@ priced below their sum ...). Every problem of a stage is reported at once, in an
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -133,6 +134,12 @@ def offer_errors(data: OfferData) -> Iterator[FieldError]:
 
 
 def _texts(data: OfferData) -> Iterator[FieldError]:
+    for field, allowed in (("name", ""), ("description", "\n\r\t"), ("target_value", "")):
+        text = getattr(data, field)
+        if text is not None and has_control(text, allowed):
+            yield FieldError(field, "cannot contain control characters")
+    if any(has_control(item) for item in data.content_ids):
+        yield FieldError("content_ids", "cannot contain control characters")
     if not data.name.strip():
         yield FieldError("name", "an offer needs a name")
     elif len(data.name) > 200:
@@ -143,6 +150,12 @@ def _texts(data: OfferData) -> Iterator[FieldError]:
         yield FieldError("currency", "a three-letter currency code in capitals, such as USD")
     if data.code is not None and not CODE_RE.fullmatch(data.code):
         yield FieldError("code", "3 to 40 letters, digits, _ or -")
+
+
+def has_control(text: str, allowed: str = "") -> bool:
+    """Whether ``text`` holds a control character (or half a surrogate pair) other than
+    ``allowed``: PostgreSQL cannot even store NUL, and the others are surely mistakes."""
+    return any(unicodedata.category(c) in ("Cc", "Cs") and c not in allowed for c in text)
 
 
 def _amounts(data: OfferData) -> Iterator[FieldError]:

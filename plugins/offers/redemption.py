@@ -1,0 +1,345 @@
+"""One redemption, in one transaction that holds under concurrency.
+
+The transaction's first statement is a conditional UPDATE: it adds one to
+``redemption_count`` only if the offer is published, inside its window, below its limit
+and meant for this purchase — so the database decides, not a read made earlier, and two
+redemptions of one offer queue on its row. The redemption row is written in the same
+transaction; a refused redemption rolls back and changes nothing. ``(offer_id,
+idempotency_key)`` is unique: the same key again is the first redemption, replayed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from engine.plugin_api import HuntazeError, InvalidInput, Money, NotFound, TriggerContext
+from plugins.offers.models import OfferRow, RedemptionRow
+from plugins.offers.status import status_of
+from plugins.offers.validation import (
+    CENT,
+    CODE_RE,
+    Audience,
+    DiscountType,
+    OfferStatus,
+    amount_problem,
+    has_control,
+)
+
+TRIGGER = "offer_redeemed"
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """One redemption, as logged (design property 12)."""
+
+    id: str
+    offer_id: str
+    creator_id: str
+    fan_id: str
+    amount: Decimal  # the price before the discount
+    discount: Decimal
+    currency: str
+    quantity: int
+    code: str | None
+    idempotency_key: str
+    redeemed_at: datetime
+
+    @property
+    def paid(self) -> Decimal:
+        return self.amount - self.discount
+
+
+class RedemptionRefused(HuntazeError):
+    """The offer cannot be redeemed by this fan now; ``reason`` says why, in one word:
+    ``draft``, ``scheduled``, ``expired``, ``exhausted``, ``fan_limit``, ``audience``
+    (HTTP 409), or ``code``, ``currency``, ``minimum``, ``quantity`` (422: the request
+    does not fit the offer). Nothing was changed."""
+
+    status_code = 409
+    INPUT_REASONS = frozenset({"code", "currency", "minimum", "quantity"})
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        if reason in self.INPUT_REASONS:
+            self.status_code = 422
+
+
+class Replay(Exception):
+    """The idempotency key was used before: roll back, answer with the first result."""
+
+
+class Retry(Exception):
+    """The offer changed between two statements: look again."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A redemption asked for, checked."""
+
+    offer_id: str
+    fan_id: str
+    amount: Decimal
+    currency: str | None  # None: the offer's own
+    quantity: int
+    key: str
+    code: str | None
+    fan: dict[str, Any] | None  # the fan's fields, as JSON
+
+    @property
+    def tags(self) -> list[str]:
+        tags = (self.fan or {}).get("tags") or ()
+        return [tag for tag in tags if isinstance(tag, str)]
+
+
+def request(
+    offer_id: str,
+    fan_id: str,
+    amount: Money | Decimal | int | str,
+    key: str,
+    fan: BaseModel | Mapping[str, Any] | None,
+    quantity: int,
+    code: str | None,
+) -> Request:
+    """The request, or InvalidInput naming the field that is wrong."""
+    currency = None
+    if isinstance(amount, Money):
+        amount, currency = amount.amount, amount.currency
+    try:
+        value = Decimal(str(amount))
+    except InvalidOperation:
+        raise InvalidInput(f"{amount!r} is not an amount", "amount") from None
+    problem = amount_problem(value)
+    if problem:
+        raise InvalidInput(f"the amount {problem}", "amount")
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= 1000:
+        raise InvalidInput("from 1 to 1000 items", "quantity")
+    if not isinstance(key, str) or not 1 <= len(key) <= 200 or has_control(key):
+        raise InvalidInput("an idempotency key of 1 to 200 characters", "idempotency_key")
+    if not isinstance(fan_id, str) or not 1 <= len(fan_id) <= 200 or has_control(fan_id):
+        raise InvalidInput("the fan's id, 1 to 200 characters", "fan_id")
+    if code is not None and not CODE_RE.fullmatch(code):
+        raise InvalidInput("3 to 40 letters, digits, _ or -", "code")
+    fan_json = None
+    if isinstance(fan, BaseModel):
+        fan_json = fan.model_dump(mode="json")
+    elif fan is not None:
+        fan_json = to_jsonable_python(dict(fan))
+    return Request(offer_id, fan_id, value.quantize(CENT), currency, quantity, key, code,
+                   fan_json)  # fmt: skip
+
+
+# What the redemption needs of the offer, returned by the UPDATE that counts it.
+_PRICING = (
+    OfferRow.creator_id, OfferRow.name, OfferRow.discount_type, OfferRow.discount_value,
+    OfferRow.currency, OfferRow.buy_quantity, OfferRow.get_quantity,
+    OfferRow.max_free_per_order, OfferRow.bundle_price, OfferRow.max_per_fan,
+)  # fmt: skip
+
+
+def redeem(session: Session, request: Request, now: datetime) -> tuple[Redemption, str]:
+    """Redeem in ``session``'s transaction; return the redemption and the offer's name.
+    Raises :class:`RedemptionRefused`, ``NotFound``, or :class:`Replay` / :class:`Retry`
+    — after each of which the caller rolls back."""
+    offer = session.execute(
+        update(OfferRow)
+        .where(OfferRow.id == request.offer_id, *_redeemable(request, now))
+        .values(redemption_count=OfferRow.redemption_count + 1)
+        .returning(*_PRICING)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if offer is None:
+        raise _refusal(session, request, now)
+    # From here on the offer's row is locked by this transaction: every other
+    # redemption of the offer waits, so the counts below cannot change under us.
+    discount = _discount(offer, request.amount, request.quantity)
+    fan_seq = None
+    if offer.max_per_fan is not None:
+        used = session.scalar(
+            select(func.count()).where(
+                RedemptionRow.offer_id == request.offer_id,
+                RedemptionRow.fan_id == request.fan_id,
+            )
+        )
+        if used >= offer.max_per_fan:
+            if _by_key(session, request) is not None:
+                raise Replay
+            raise RedemptionRefused(
+                "fan_limit",
+                f"the fan has redeemed the offer {offer.name!r} {used} time(s), "
+                "as many as it allows per fan",
+            )
+        fan_seq = used + 1
+    row = {
+        "id": str(uuid.uuid4()), "offer_id": request.offer_id,
+        "creator_id": offer.creator_id, "fan_id": request.fan_id, "amount": request.amount,
+        "discount": discount, "currency": offer.currency, "quantity": request.quantity,
+        "code": request.code, "idempotency_key": request.key, "fan_seq": fan_seq,
+        "redeemed_at": now,
+    }  # fmt: skip
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    inserted = session.scalar(
+        insert(RedemptionRow)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=["offer_id", "idempotency_key"])
+        .returning(RedemptionRow.id)
+    )
+    if inserted is None:
+        raise Replay  # roll back the count: the key's first redemption stands
+    del row["fan_seq"]
+    return Redemption(**row), offer.name
+
+
+def replay(session: Session, request: Request) -> tuple[Redemption, str]:
+    """The first redemption with the request's key, and the offer's name."""
+    row = _by_key(session, request)
+    if row is None:  # the first call with the key rolled back meanwhile
+        raise Retry
+    if (row.fan_id, row.amount, row.quantity) != (request.fan_id, request.amount,
+                                                  request.quantity):  # fmt: skip
+        raise InvalidInput(
+            f"the idempotency key {request.key!r} was used for another redemption "
+            f"(fan {row.fan_id}, {row.amount} {row.currency}, {row.quantity} item(s))",
+            "idempotency_key",
+        )
+    name = session.scalar(select(OfferRow.name).where(OfferRow.id == row.offer_id))
+    return from_row(row), name
+
+
+def from_row(row: RedemptionRow) -> Redemption:
+    return Redemption(
+        id=row.id, offer_id=row.offer_id, creator_id=row.creator_id, fan_id=row.fan_id,
+        amount=row.amount, discount=row.discount, currency=row.currency,
+        quantity=row.quantity, code=row.code, idempotency_key=row.idempotency_key,
+        redeemed_at=row.redeemed_at,
+    )  # fmt: skip
+
+
+def trigger_context(redemption: Redemption, offer_name: str, fan: dict | None) -> TriggerContext:
+    """The ``offer_redeemed`` event. Its id is the redemption's, so a replayed
+    redemption emitted again is recognised as the same event."""
+    event = {
+        "offer_id": redemption.offer_id,
+        "offer_name": offer_name,
+        "amount": str(redemption.amount),
+        "discount": str(redemption.discount),
+        "paid": str(redemption.paid),
+        "currency": redemption.currency,
+        "code": redemption.code,
+        "redemption_id": redemption.id,
+    }
+    return TriggerContext(
+        type=TRIGGER,
+        creator_id=redemption.creator_id,
+        fan_id=redemption.fan_id,
+        data={"fan": fan, "event": event},
+        timestamp=redemption.redeemed_at,
+        event_id=f"{TRIGGER}:{redemption.id}",
+    )
+
+
+def _by_key(session: Session, request: Request) -> RedemptionRow | None:
+    return session.scalar(
+        select(RedemptionRow).where(
+            RedemptionRow.offer_id == request.offer_id,
+            RedemptionRow.idempotency_key == request.key,
+        )
+    )
+
+
+def _redeemable(request: Request, now: datetime) -> list[Any]:
+    """The offer may be redeemed by this request now: the conditions of the UPDATE."""
+    conditions = [
+        OfferRow.deleted_at.is_(None),
+        OfferRow.draft.is_(False),
+        OfferRow.valid_from <= now,
+        or_(OfferRow.valid_until.is_(None), OfferRow.valid_until > now),
+        or_(
+            OfferRow.max_redemptions.is_(None),
+            OfferRow.redemption_count < OfferRow.max_redemptions,
+        ),
+        or_(OfferRow.min_purchase.is_(None), OfferRow.min_purchase <= request.amount),
+        or_(
+            OfferRow.target_audience.in_([Audience.ALL, Audience.SEGMENT]),
+            and_(OfferRow.target_audience == Audience.FAN, OfferRow.target_value == request.fan_id),
+            and_(
+                OfferRow.target_audience == Audience.TAG,
+                OfferRow.target_value.in_(request.tags or [""]),
+            ),
+        ),
+    ]
+    if request.currency is not None:
+        conditions.append(OfferRow.currency == request.currency)
+    if request.code is not None:
+        conditions.append(OfferRow.code_key == request.code.lower())
+    return conditions
+
+
+def _refusal(session: Session, request: Request, now: datetime) -> Exception:
+    """Why the conditional UPDATE matched nothing, as the exception to raise."""
+    if _by_key(session, request) is not None:
+        return Replay()
+    row = session.get(OfferRow, request.offer_id)
+    if row is None or row.deleted_at is not None:
+        return NotFound(f"no offer `{request.offer_id}`")
+    status = status_of(row, now)
+    if status == OfferStatus.EXHAUSTED:
+        return RedemptionRefused(
+            "exhausted",
+            f"the offer {row.name!r} is exhausted: all {row.max_redemptions} redemptions are taken",
+        )
+    if status != OfferStatus.ACTIVE:
+        return RedemptionRefused(str(status), f"the offer {row.name!r} is {status}")
+    problem = _mismatch(row, request)
+    return RedemptionRefused(*problem) if problem else Retry()
+
+
+def _mismatch(row: OfferRow, request: Request) -> tuple[str, str] | None:
+    """Why an active offer does not fit this request (as ``_redeemable`` decides)."""
+    audience = row.target_audience
+    if audience == Audience.FAN and row.target_value != request.fan_id:
+        return "audience", f"the offer {row.name!r} is for another fan"
+    if audience == Audience.TAG and row.target_value not in request.tags:
+        return "audience", f"the offer {row.name!r} is for fans tagged {row.target_value!r}"
+    if request.currency is not None and request.currency != row.currency:
+        return "currency", f"the offer {row.name!r} is in {row.currency}, not {request.currency}"
+    if request.code is not None and request.code.lower() != row.code_key:
+        return "code", f"{request.code!r} is not the code of the offer {row.name!r}"
+    if row.min_purchase is not None and request.amount < row.min_purchase:
+        return "minimum", (
+            f"the offer {row.name!r} needs a purchase of at least {row.min_purchase} "
+            f"{row.currency}, not {request.amount}"
+        )
+    return None
+
+
+def _discount(offer: Any, amount: Decimal, quantity: int) -> Decimal:
+    """The discount the offer gives on ``quantity`` items costing ``amount`` together."""
+    kind = offer.discount_type
+    if kind == DiscountType.PERCENTAGE:
+        return (amount * offer.discount_value / 100).quantize(CENT, ROUND_HALF_UP)
+    if kind == DiscountType.FIXED:
+        return min(offer.discount_value, amount)
+    if kind == DiscountType.BUNDLE:
+        return max(amount - offer.bundle_price, Decimal(0))
+    buy, get = offer.buy_quantity, offer.get_quantity
+    free = quantity // (buy + get) * get
+    if offer.max_free_per_order is not None:
+        free = min(free, offer.max_free_per_order)
+    if free == 0:
+        raise RedemptionRefused(
+            "quantity", f"buy {buy}, get {get} free: the order needs {buy + get} items at least"
+        )
+    return (amount * free / quantity).quantize(CENT, ROUND_HALF_UP)
