@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from itest_support import automation_texts
+from itest_support import automation_texts, context, execution
 from sqlalchemy import func, select
 
 from dsl import RuleGraph, compile_automation, export_flow, parse
@@ -233,3 +233,19 @@ def test_property_1_automation_flow_round_trip(automations, creator, data):
         expected.name, expected.description, expected.trigger.name
     )  # fmt: skip
     assert automations.graph_of(saved.id, got.version) == got.graph
+
+
+# --- Execute --------------------------------------------------------------------------------
+
+
+def test_execute_runs_one_automation_whatever_its_status(runtime, automations, creator, drain):
+    draft = automations.create(creator.id, WELCOME)
+    automations.create(creator.id, WELCOME.replace('"Welcome"', '"Other"'), status="active")
+    (execution_id,) = automations.execute(draft.id, context("new_subscriber", creator.id))
+    drain()
+    done = execution(runtime, execution_id)
+    assert (done.automation_id, done.status, done.steps_executed) == (draft.id, "success", 2)
+    with pytest.raises(InvalidInput) as caught:
+        automations.execute(draft.id, context("purchase_completed", creator.id,
+                                              event={"amount": 1, "item": "x"}))  # fmt: skip
+    assert caught.value.field == "type"
