@@ -123,8 +123,9 @@ def sweep_until(
     soft: bool = False,
     sweep: bool = True,
     poll: float = 0.2,
+    every: float = SWEEP_EVERY,
 ) -> float:
-    """Sweep every SWEEP_EVERY seconds (unless not ``sweep``) until ``done()``; fail
+    """Sweep ``every`` so many seconds (unless not ``sweep``) until ``done()``; fail
     after ``timeout`` (or, if ``soft``, just stop). Returns the seconds it took."""
     started = time.monotonic()
     next_sweep = started
@@ -137,7 +138,7 @@ def sweep_until(
             pytest.fail(f"{what}: not done after {timeout:.0f} s; {dict(statuses(runtime))}{logs}")
         if sweep and now >= next_sweep:
             jobs.sweep(runtime)
-            next_sweep = now + SWEEP_EVERY
+            next_sweep = now + every
         time.sleep(poll)
     return time.monotonic() - started
 
@@ -308,19 +309,35 @@ def assert_resumed_on_time(
 
 @POSTGRESQL_ONLY
 def test_waits_resume_on_time_and_once_after_redis_is_flushed(
-    runtime, automations, creator_id, workers_dir
+    runtime, automations, creator_id, workers_dir, monkeypatch
 ):
-    """Executions parked at a wait when Redis loses every job (FLUSHDB): the sweep
-    puts them back; each resumes once, not before its time and at most a sweep
-    interval (plus 5 s) after it."""
-    count = 30
+    """Redis loses every job (FLUSHDB) while 30 executions wait and 60 more are
+    queued or running: the sweep puts them back, the scheduler goes on with the waits
+    begun after the flush; every execution runs each step once, and each wait ends
+    not before its time and at most a sweep interval (plus 5 s) after it."""
+    # Executions whose queued job vanished are taken back after this grace (60 s in
+    # production, too long for a test).
+    monkeypatch.setattr(jobs, "PENDING_GRACE", timedelta(seconds=3))
+    waiting, more = 30, 60
     with worker_processes(runtime.settings, workers_dir, count=2, scheduler=True) as pool:
-        automation, due = park(runtime, automations, creator_id, count, "6s", pool)
+        automation, due = park(runtime, automations, creator_id, waiting, "6s", pool)
         scheduled = ScheduledJobRegistry(queue=runtime.queue)
-        assert scheduled.count == count
+        assert scheduled.count == waiting
+        contexts = [subscribed(creator_id, f"late{i}") for i in range(more)]
+        Dispatcher(runtime, automations.index).dispatch_many(contexts)
+        time.sleep(0.5)  # some of them running, the others queued
         runtime.redis.flushdb()
-        assert scheduled.count == 0
-        sweep_until(runtime, lambda: unfinished(runtime) == 0, 60, "resuming", pool)
+        assert (scheduled.count, runtime.queue.count) == (0, 0)
+
+        def done() -> bool:
+            # Note when each wait ends: a finished execution forgets it.
+            for execution in executions(runtime):
+                if execution.status == ExecutionStatus.WAITING:
+                    due[execution.id] = execution.resume_at
+            return unfinished(runtime) == 0
+
+        sweep_until(runtime, done, 60, "resuming", pool)
+    assert len(due) == waiting + more
     assert_once_each(runtime, 2, action_nodes(automations, automation.id, "send_message"))
     assert_resumed_on_time(runtime, automations, automation, due, late=SWEEP_EVERY + 5)
 
@@ -358,7 +375,8 @@ def test_an_execution_resumed_by_the_sweep_at_every_wait_completes(
     count = 10
     with worker_processes(runtime.settings, workers_dir, count=2) as pool:
         dispatcher.dispatch_many([subscribed(creator_id, f"fan{i}") for i in range(count)])
-        sweep_until(runtime, lambda: unfinished(runtime) == 0, 60, "resuming by the sweep", pool)
+        all_done = lambda: unfinished(runtime) == 0  # noqa: E731
+        sweep_until(runtime, all_done, 60, "resuming by the sweep", pool, every=0.5, poll=0.1)
     assert_once_each(runtime, waits + 1, action_nodes(automations, automation.id, "send_message"))
 
 
