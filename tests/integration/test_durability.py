@@ -29,7 +29,15 @@ from engine.automations import AutomationService
 from engine.creators import create_creator
 from engine.dispatch import Dispatcher
 from engine.events import TriggerContext
-from engine.models import Execution, ExecutionStatus, Fan, OutboxMessage, StepRun, StepStatus
+from engine.models import (
+    Event,
+    Execution,
+    ExecutionStatus,
+    Fan,
+    OutboxMessage,
+    StepRun,
+    StepStatus,
+)
 from engine.outbox import SqlOutbox
 from engine.runtime import Runtime, install
 from engine.settings import Settings
@@ -450,6 +458,7 @@ def test_two_dispatchers_racing_on_one_event_run_each_automation_once(
         assert sorted(r.duplicate for r in pair) == [False, True]
         assert sum(len(r.execution_ids) for r in pair) == len(RACE_SOURCES)
     drain()
+    assert count(runtime, Event) == RACE_ROUNDS
     assert count(runtime, Execution) == RACE_ROUNDS * len(RACE_SOURCES)
     assert_once_per_fan_and_event(runtime, len(RACE_SOURCES))
 
@@ -472,6 +481,7 @@ def test_one_event_without_id_dispatched_twice_at_once_runs_once_per_dispatch(
     assert errors == []
     drain()
     assert count(runtime, Fan) == RACE_ROUNDS
+    assert count(runtime, Event) == RACE_ROUNDS * 2
     assert count(runtime, Execution) == RACE_ROUNDS * 2 * len(RACE_SOURCES)
     assert_once_per_fan_and_event(runtime, len(RACE_SOURCES))
 
@@ -488,12 +498,8 @@ def test_workers_racing_on_one_execution_run_it_once(runtime, automations, creat
     automation = automations.create(creator_id, CRASH_SOURCE, status="active")
     dispatched = Dispatcher(runtime, automations.index)
     dispatched.enqueue = lambda ids: None  # this test queues them itself
-    count = 30
-    ids = [
-        i
-        for r in dispatched.dispatch_many([subscribed(creator_id, f"fan{n}") for n in range(count)])
-        for i in r.execution_ids
-    ]
+    events = [subscribed(creator_id, f"fan{n}") for n in range(30)]
+    ids = [i for r in dispatched.dispatch_many(events) for i in r.execution_ids]
     queued = [runtime.queue.enqueue(jobs.run_executions, [i]) for i in ids for _ in range(COPIES)]
     with worker_processes(runtime.settings, workers_dir, count=COPIES) as pool:
         all_ran = lambda: all(j.is_finished for j in Job.fetch_many(  # noqa: E731
