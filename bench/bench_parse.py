@@ -202,6 +202,16 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT MET"
 
 
+def revision() -> str:
+    """The checked-out commit, marked + when the tree has changes: figures go with code."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def report(n: int, text: str, rounds: int, check_rounds: int, earley_n: int) -> None:
     lines = text.count("\n")
     print(
@@ -210,7 +220,8 @@ def report(n: int, text: str, rounds: int, check_rounds: int, earley_n: int) -> 
     )
     print(
         f"Python {sys.version.split()[0]}, lark {importlib.metadata.version('lark')}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start"
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start, "
+        f"commit {revision()}"
     )
     print()
     header = f"{'stage':<28} {'median s':>9} {'min-max s':>13} {'lines/s':>11} {'ratio':>8}  target"
