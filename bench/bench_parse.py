@@ -7,7 +7,7 @@ Measures, side by side in one process on the same generated corpus (``bench/corp
 (b) ``dsl.parse``: our parse into the AST (spans, literals decoded, comments kept);
 (c) ``dsl.format_module``: the canonical text printed back from that AST;
 (d) ``huntaze check`` on the corpus written to a file: wall time of the installed console
-    script, interpreter start-up included.
+    script, interpreter start-up included (the child's CPU time beside it).
 
 For reference it also times Lark's Earley parser on a small slice, against LALR on the
 same slice. The contenders of one round run back to back and every figure is the median
