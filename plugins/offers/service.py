@@ -34,7 +34,7 @@ from plugins.offers.validation import (
 __all__ = ["Offer", "OffersService", "Redemption", "RedemptionRefused"]
 
 log = logging.getLogger(__name__)
-# Tries of a write that lost a race it can win on a second look (see redeem, update).
+# Tries of a redemption that lost a race it can win on a second look (see redeem).
 ATTEMPTS = 3
 
 
@@ -194,41 +194,32 @@ class OffersService:
     def update(
         self, offer_id: str, changes: Mapping[str, Any], *, expected_version: int | None = None
     ) -> Offer:
-        """Change some of the offer's data. With ``expected_version``, refuse
-        (:class:`Conflict`, naming the current version) if it is not the offer's."""
+        """Change some of the offer's data. With ``expected_version`` (the version the
+        caller read), refuse with :class:`Conflict`, naming the current version, if the
+        offer has changed since; without it, the change applies to the offer as it is."""
         unknown = sorted(set(changes) - set(OfferData.model_fields))
         if unknown:
             raise InvalidOffer([FieldError(name, "no such field of an offer") for name in unknown])
-        for _ in range(ATTEMPTS):
-            try:
-                row = self.db.run(lambda s: self._update(s, offer_id, changes, expected_version))
-            except redemption.Retry:
-                continue  # changed meanwhile by a writer who did not say which version
-            return self._offer(row, self.now())
-        raise Conflict(f"offer `{offer_id}` keeps changing; try again", self.get(offer_id).version)
+        row = self.db.run(lambda s: self._update(s, offer_id, changes, expected_version))
+        return self._offer(row, self.now())
 
     def _update(
         self, session: Session, offer_id: str, changes: Mapping[str, Any], expected: int | None
     ) -> OfferRow:
-        row = self._row(session, offer_id)
-        read = row.version
-        if expected is not None and read != expected:
-            raise _conflict(offer_id, read, expected)
+        # Locked from the read to the write: two updates cannot both start from the same
+        # version, and the second one sees what the first one wrote.
+        row = self._row(session, offer_id, lock=True)
+        if expected is not None and row.version != expected:
+            raise _conflict(offer_id, row.version, expected)
         data = parse_offer({**_data(row), **changes})
         self._check_code(session, row.creator_id, data, offer_id)
-        # The version read decides, not the one expected: a write in between (the row
-        # is not locked while the data is validated) makes this UPDATE match nothing.
-        result = session.execute(
+        # Only the data and the version: the count is the redemptions' to change.
+        session.execute(
             update(OfferRow)
-            .where(OfferRow.id == offer_id, OfferRow.version == read)
-            .values(**_columns(data), version=read + 1, updated_at=self.now())
+            .where(OfferRow.id == offer_id)
+            .values(**_columns(data), version=row.version + 1, updated_at=self.now())
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:
-            if expected is not None:
-                current = session.scalar(select(OfferRow.version).where(OfferRow.id == offer_id))
-                raise _conflict(offer_id, current, expected)
-            raise redemption.Retry
         return session.get(OfferRow, offer_id, populate_existing=True)
 
     def delete(self, offer_id: str, *, expected_version: int | None = None) -> None:

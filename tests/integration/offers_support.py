@@ -19,20 +19,20 @@ START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # the `clock` fixture's time
 FAN = {"name": "Mia", "username": "mia", "subscribed_at": "2026-10-01T12:00:00+00:00"}
 
 
-def open_database(request, tmp_path_factory) -> Database:
-    """The database of ``request.param`` ("sqlite" or "postgresql"), migrated, for a
+def open_database(kind: str, request, tmp_path_factory) -> Database:
+    """The database of that ``kind`` ("sqlite" or "postgresql"), migrated, for a
     whole test module: its tests keep apart by using creators of their own.
 
     Commits do not wait for the disk (``synchronous_commit=off``, SQLite's
     ``synchronous=OFF``): what these tests check is what other transactions see, not
     what survives a power cut, and the flushes would be most of their time."""
-    if request.param == "sqlite":
+    if kind == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('offers') / 'offers.sqlite3'}"
     else:
         schema_url = request.getfixturevalue("postgres_schema")
         url = schema_url.replace("?options=", "?options=-csynchronous_commit%3Doff%20")
     database = Database(url)
-    if request.param == "sqlite":
+    if kind == "sqlite":
         event.listen(database.engine, "connect", _no_sync)
         upgrade(database.engine)
     return database

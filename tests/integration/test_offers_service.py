@@ -42,7 +42,7 @@ def percent(**fields) -> dict:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def db(request, tmp_path_factory) -> Iterator[Database]:
-    database = open_database(request, tmp_path_factory)
+    database = open_database(request.param, request, tmp_path_factory)
     yield database
     database.dispose()
 

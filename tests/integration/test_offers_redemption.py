@@ -1,0 +1,439 @@
+"""Redeeming offers against the real databases: the discount, every refusal (which
+changes nothing), idempotency, the offer_redeemed event, analytics, design property 12;
+and on PostgreSQL, limits that hold under real concurrency (threads on separate
+connections)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from offers_support import FAN, START, cents, fitting, new_creator, offers, open_database
+
+from engine.db import Database
+from engine.exceptions import Conflict, InvalidInput
+from engine.plugin_api import Money, TriggerContext
+from plugins.offers import analytics
+from plugins.offers.service import Offer, OffersService, Redemption, RedemptionRefused
+
+DAY = timedelta(days=1)
+
+
+def offer_fields(**fields: Any) -> dict[str, Any]:
+    """A 20% offer for every fan, active from START for two days."""
+    return {
+        "name": "Welcome 20%",
+        "discount_type": "percentage",
+        "discount_value": Decimal(20),
+        "valid_from": START,
+        "valid_until": START + 2 * DAY,
+        **fields,
+    }
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db(request, tmp_path_factory) -> Iterator[Database]:
+    database = open_database(request.param, request, tmp_path_factory)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def emitted() -> list[TriggerContext]:
+    return []
+
+
+@pytest.fixture
+def service(db, clock, emitted) -> OffersService:
+    return OffersService(db, now=clock.now, emit=emitted.append)
+
+
+@pytest.fixture
+def make(service) -> Callable[..., Offer]:
+    creator = new_creator()
+    return lambda **fields: service.create(creator, offer_fields(**fields))
+
+
+def count_and_rows(service: OffersService, offer_id: str) -> tuple[int, int]:
+    return service.get(offer_id).redemption_count, len(service.redemptions(offer_id))
+
+
+# --- The discount -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "amount", "quantity", "discount"),
+    [
+        ({}, "19.99", 1, "4.00"),  # 20% of 19.99 is 3.998
+        ({"discount_value": Decimal("12.5")}, "10.00", 1, "1.25"),
+        ({"discount_type": "fixed", "discount_value": Decimal(5)}, "30", 1, "5.00"),
+        ({"discount_type": "fixed", "discount_value": Decimal(50)}, "30", 1, "30.00"),
+        (
+            {"discount_type": "bogo", "discount_value": None, "buy_quantity": 2, "get_quantity": 1},
+            "30",
+            7,
+            "8.57",
+        ),
+        (
+            {
+                "discount_type": "bogo",
+                "discount_value": None,
+                "buy_quantity": 1,
+                "get_quantity": 1,
+                "max_free_per_order": 2,
+            },
+            "100",
+            10,
+            "20.00",
+        ),
+        (
+            {
+                "discount_type": "bundle",
+                "discount_value": None,
+                "content_ids": ["a", "b", "c"],
+                "original_price": Decimal(45),
+                "bundle_price": Decimal(30),
+            },
+            "45",
+            1,
+            "15.00",
+        ),
+    ],
+)
+def test_the_discount_of_each_kind(service, make, fields, amount, quantity, discount):
+    offer = make(**fields)
+    done = service.redeem(offer.id, "fan-1", Decimal(amount), "key-1", quantity=quantity)
+    assert done.discount == Decimal(discount)
+    assert done.paid == Decimal(amount) - Decimal(discount)
+    assert (done.amount, done.quantity, done.currency) == (Decimal(amount), quantity, "USD")
+
+
+# --- Refusals ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "redeem", "reason", "status_code"),
+    [
+        ({"draft": True}, {}, "draft", 409),
+        ({"valid_from": START + DAY}, {}, "scheduled", 409),
+        ({"valid_from": START - 2 * DAY, "valid_until": START}, {}, "expired", 409),
+        ({"target_audience": "fan", "target_value": "fan-2"}, {}, "audience", 409),
+        (
+            {"target_audience": "tag", "target_value": "vip"},
+            {"fan": {**FAN, "tags": ["x"]}},
+            "audience",
+            409,
+        ),
+        ({"target_audience": "tag", "target_value": "vip"}, {}, "audience", 409),
+        ({"code": "SPRING"}, {"code": "AUTUMN"}, "code", 422),
+        ({"currency": "EUR"}, {"amount": Money(Decimal(10), "USD")}, "currency", 422),
+        ({"min_purchase": Decimal(20)}, {"amount": Decimal("19.99")}, "minimum", 422),
+        (
+            {"discount_type": "bogo", "discount_value": None, "buy_quantity": 2, "get_quantity": 1},
+            {"quantity": 2},
+            "quantity",
+            422,
+        ),
+    ],
+)
+def test_a_refused_redemption_changes_nothing(
+    service, make, emitted, fields, redeem, reason, status_code
+):
+    offer = make(**fields)
+    arguments = {"fan_id": "fan-1", "amount": Decimal(10), **redeem}
+    with pytest.raises(RedemptionRefused) as caught:
+        service.redeem(offer.id, idempotency_key="key-1", **arguments)
+    assert (caught.value.reason, caught.value.status_code) == (reason, status_code)
+    assert count_and_rows(service, offer.id) == (0, 0)
+    assert service.get(offer.id).version == offer.version and emitted == []
+
+
+def test_what_fits_is_accepted(service, make):
+    """The other side of the refusals above."""
+    tagged = make(target_audience="tag", target_value="vip")
+    service.redeem(tagged.id, "fan-1", 10, "key-1", fan={**FAN, "tags": ["x", "vip"]})
+    personal = make(target_audience="fan", target_value="fan-2")
+    service.redeem(personal.id, "fan-2", 10, "key-1")
+    coded = make(code="Spring")
+    assert service.redeem(coded.id, "fan-1", 10, "key-1", code="sPRING").code == "sPRING"
+    euros = make(currency="EUR", min_purchase=Decimal(10))
+    assert service.redeem(euros.id, "fan-1", Money(Decimal(10), "EUR"), "key-1").currency == "EUR"
+
+
+def test_the_limits(service, make):
+    offer = make(max_redemptions=3, max_per_fan=2)
+    for n, fan in enumerate(["fan-1", "fan-1"]):
+        service.redeem(offer.id, fan, 10, f"key-{n}")
+    with pytest.raises(RedemptionRefused) as caught:
+        service.redeem(offer.id, "fan-1", 10, "key-2")
+    assert caught.value.reason == "fan_limit"
+    service.redeem(offer.id, "fan-2", 10, "key-3")
+    with pytest.raises(RedemptionRefused) as caught:
+        service.redeem(offer.id, "fan-3", 10, "key-4")
+    assert caught.value.reason == "exhausted" and "exhausted" in str(caught.value)
+    assert count_and_rows(service, offer.id) == (3, 3)
+    assert service.get(offer.id).status == "exhausted"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"amount": Decimal("-1")}, "amount"),
+        ({"amount": Decimal(0)}, "amount"),
+        ({"amount": "ten"}, "amount"),
+        ({"amount": Decimal("1.005")}, "amount"),
+        ({"quantity": 0}, "quantity"),
+        ({"idempotency_key": ""}, "idempotency_key"),
+        ({"fan_id": ""}, "fan_id"),
+        ({"code": "no code"}, "code"),
+    ],
+)
+def test_invalid_requests_name_the_field(service, make, arguments, field):
+    offer = make()
+    request = {"fan_id": "fan-1", "amount": Decimal(10), "idempotency_key": "key-1", **arguments}
+    with pytest.raises(InvalidInput) as caught:
+        service.redeem(offer.id, **request)
+    assert caught.value.field == field
+    assert count_and_rows(service, offer.id) == (0, 0)
+
+
+# --- Idempotency and the event ------------------------------------------------------------------
+
+
+def test_the_same_key_is_one_redemption_even_after_the_offer_ran_out(service, make, emitted):
+    offer = make(max_redemptions=1)
+    first = service.redeem(offer.id, "fan-1", Decimal(10), "key-1", fan=FAN)
+    again = service.redeem(offer.id, "fan-1", Decimal("10.00"), "key-1", fan=FAN)
+    assert again == first and count_and_rows(service, offer.id) == (1, 1)
+    # Both emitted, as one event: the same event id.
+    assert [c.event_id for c in emitted] == [f"offer_redeemed:{first.id}"] * 2
+    with pytest.raises(InvalidInput) as caught:  # the key, reused for another purchase
+        service.redeem(offer.id, "fan-1", Decimal(11), "key-1")
+    assert caught.value.field == "idempotency_key"
+
+
+def test_offer_redeemed_is_emitted_after_every_redemption(service, make, emitted):
+    offer = make(code="THANKS")
+    done = service.redeem(offer.id, "fan-1", Decimal("25.00"), "key-1", code="thanks", fan=FAN)
+    [context] = emitted
+    assert (context.type, context.creator_id, context.fan_id) == (
+        "offer_redeemed", offer.creator_id, "fan-1",
+    )  # fmt: skip
+    assert context.timestamp == START and context.data["fan"] == FAN
+    assert context.data["event"] == {
+        "offer_id": offer.id,
+        "offer_name": "Welcome 20%",
+        "amount": "25.00",
+        "discount": "5.00",
+        "paid": "20.00",
+        "currency": "USD",
+        "code": "thanks",
+        "redemption_id": done.id,
+    }
+
+
+def test_a_failing_handler_does_not_undo_the_redemption(db, clock, make):
+    def broken(context: TriggerContext) -> None:
+        raise RuntimeError("handler down")
+
+    service = OffersService(db, now=clock.now, emit=broken)
+    offer = make()
+    done = service.redeem(offer.id, "fan-1", 10, "key-1")
+    assert service.redemptions(offer.id) == [done]
+
+
+# --- Analytics ---------------------------------------------------------------------------------
+
+
+def test_analytics_by_offer_and_by_period(db, service, clock):
+    creator = new_creator()
+    welcome = service.create(creator, offer_fields(valid_until=None))
+    euros = service.create(creator, offer_fields(name="Euro 5", discount_type="fixed",
+                                                 discount_value=Decimal(5), currency="EUR",
+                                                 valid_until=None))  # fmt: skip
+    moments = [START, START + timedelta(hours=3), START + 7 * DAY, START + 31 * DAY]
+    for n, moment in enumerate(moments):
+        clock.set(moment)
+        service.redeem(welcome.id, f"fan-{n}", Decimal(10), f"w-{n}")
+    service.redeem(euros.id, "fan-1", Decimal(8), "e-1")  # at START + 31 days
+
+    totals = analytics.by_offer(db, creator)
+    assert [(t.name, t.redemptions, t.amount, t.discount, t.revenue, t.currency)
+            for t in totals] == [
+        ("Welcome 20%", 4, Decimal(40), Decimal(8), Decimal(32), "USD"),
+        ("Euro 5", 1, Decimal(8), Decimal(5), Decimal(3), "EUR"),
+    ]  # fmt: skip
+    since = analytics.by_offer(db, creator, since=START + DAY, until=START + 31 * DAY)
+    assert [(t.name, t.redemptions) for t in since] == [("Welcome 20%", 1)]
+
+    days = analytics.by_period(db, creator, "day")
+    assert [(t.start, t.redemptions, t.currency) for t in days] == [
+        (START.replace(hour=0), 2, "USD"),
+        (START.replace(hour=0) + 7 * DAY, 1, "USD"),
+        (START.replace(hour=0) + 31 * DAY, 1, "EUR"),
+        (START.replace(hour=0) + 31 * DAY, 1, "USD"),
+    ]
+    weeks = analytics.by_period(db, creator, "week", offer_id=welcome.id)
+    # 2 November 2026 is a Monday.
+    assert [(t.start.date().isoformat(), t.redemptions) for t in weeks] == [
+        ("2026-11-02", 2), ("2026-11-09", 1), ("2026-11-30", 1),
+    ]  # fmt: skip
+    months = analytics.by_period(db, creator, "month", offer_id=welcome.id)
+    assert [(t.start.date().isoformat(), t.revenue) for t in months] == [
+        ("2026-11-01", Decimal(24)), ("2026-12-01", Decimal(8)),
+    ]  # fmt: skip
+    with pytest.raises(InvalidInput):
+        analytics.by_period(db, creator, "year")
+
+
+# --- Property 12 ----------------------------------------------------------------------------------
+
+ATTEMPTS = st.lists(
+    st.tuples(
+        st.sampled_from(["fan-1", "fan-2", "fan-3"]),
+        cents("0.01", "1000"),
+        st.sampled_from([f"key-{n}" for n in range(6)]),
+    ),
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=offers(published=True), attempts=ATTEMPTS, personal=st.booleans())
+def test_property_12_redemption_logging(service, clock, data, attempts, personal):
+    """Property 12: every redemption has its log entry with the right offer, fan and
+    amount — one per redemption, none for a refused one — and the offer's count is
+    the number of entries."""
+    clock.set(data.valid_from)
+    offer = service.create(new_creator(), data)
+    first: dict[str, Redemption] = {}  # by key
+    for fan_id, amount, key in attempts:
+        arguments = fitting(offer, fan_id, amount)
+        try:
+            done = service.redeem(offer.id, idempotency_key=key, **arguments)
+        except (RedemptionRefused, InvalidInput):
+            continue
+        assert (done.offer_id, done.fan_id, done.amount) == (
+            offer.id, arguments["fan_id"], arguments["amount"],
+        )  # fmt: skip
+        assert first.setdefault(key, done) == done
+    logged = service.redemptions(offer.id)
+    assert sorted(logged, key=lambda r: r.id) == sorted(first.values(), key=lambda r: r.id)
+    assert service.get(offer.id).redemption_count == len(logged)
+    if offer.max_redemptions is not None:
+        assert len(logged) <= offer.max_redemptions
+    if offer.max_per_fan is not None:
+        assert max(Counter(r.fan_id for r in logged).values(), default=0) <= offer.max_per_fan
+
+
+# --- Under concurrency, on PostgreSQL ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg(request, tmp_path_factory) -> Iterator[Database]:
+    database = open_database("postgresql", request, tmp_path_factory)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def pg_service(pg, clock) -> OffersService:
+    return OffersService(pg, now=clock.now)
+
+
+def attempt(call: Callable[[], Any]) -> Any:
+    """The call's result, or the exception it raised."""
+    try:
+        return call()
+    except Exception as exc:
+        return exc
+
+
+def race(calls: list[Callable[[], Any]], workers: int = 24) -> list[Any]:
+    """Run the calls on ``workers`` threads — each on a connection of its own from the
+    pool — the first ``workers`` of them released together; results in order."""
+    parties = min(workers, len(calls))
+    start = threading.Barrier(parties, timeout=60)
+
+    def run(index: int, call: Callable[[], Any]) -> Any:
+        if index < parties:
+            start.wait()
+        return attempt(call)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(run, range(len(calls)), calls))
+
+
+def test_1000_concurrent_redemptions_of_an_offer_limited_to_100(pg_service):
+    offer = pg_service.create(new_creator(), offer_fields(max_redemptions=100))
+    calls = [
+        lambda n=n: pg_service.redeem(offer.id, f"fan-{n}", Decimal(10), f"key-{n}")
+        for n in range(1000)
+    ]
+    results = race(calls)
+    done = [r for r in results if isinstance(r, Redemption)]
+    refused = [r for r in results if isinstance(r, RedemptionRefused)]
+    assert len(done) == 100 and len(refused) == 900, Counter(type(r).__name__ for r in results)
+    assert {r.reason for r in refused} == {"exhausted"}
+    assert all("exhausted" in str(r) for r in refused)
+    assert count_and_rows(pg_service, offer.id) == (100, 100)
+    assert sorted(r.id for r in pg_service.redemptions(offer.id)) == sorted(r.id for r in done)
+
+
+def test_50_concurrent_redemptions_by_one_fan_of_a_once_per_fan_offer(pg_service):
+    offer = pg_service.create(new_creator(), offer_fields(max_per_fan=1))
+    calls = [lambda n=n: pg_service.redeem(offer.id, "fan-1", 10, f"key-{n}") for n in range(50)]
+    results = race(calls, workers=25)
+    assert sum(isinstance(r, Redemption) for r in results) == 1
+    assert Counter(getattr(r, "reason", None) for r in results) == {None: 1, "fan_limit": 49}
+    assert count_and_rows(pg_service, offer.id) == (1, 1)
+
+
+def test_the_same_key_50_times_concurrently_is_one_redemption(pg_service):
+    offer = pg_service.create(new_creator(), offer_fields())
+    calls = [lambda: pg_service.redeem(offer.id, "fan-1", Decimal(10), "the-key")] * 50
+    results = race(calls, workers=25)
+    assert all(isinstance(r, Redemption) for r in results), results
+    assert len(set(results)) == 1  # identical answers
+    assert count_and_rows(pg_service, offer.id) == (1, 1)
+
+
+def test_two_concurrent_updates_one_wins_the_other_is_a_conflict(pg_service):
+    creator = new_creator()
+    for n in range(20):
+        offer = pg_service.create(creator, offer_fields(name=f"offer {n}"))
+        calls = [
+            lambda name=name, offer_id=offer.id: pg_service.update(
+                offer_id, {"name": name}, expected_version=1
+            )
+            for name in ("left", "right")
+        ]
+        results = race(calls, workers=2)
+        [winner] = [r for r in results if isinstance(r, Offer)]
+        [loser] = [r for r in results if isinstance(r, Conflict)]
+        assert winner.version == 2 and loser.current_version == 2
+        assert "version 2" in str(loser)
+        assert pg_service.get(offer.id).name == winner.name
+
+
+def test_updates_while_redeeming_keep_the_count(pg_service):
+    """An edit never writes the count back: the count is the redemptions' business."""
+    offer = pg_service.create(new_creator(), offer_fields(max_redemptions=150))
+    redeem = [
+        lambda n=n: pg_service.redeem(offer.id, f"fan-{n}", 10, f"key-{n}") for n in range(120)
+    ]
+    edit = [lambda n=n: pg_service.update(offer.id, {"name": f"edit {n}"}) for n in range(30)]
+    results = race([*redeem, *edit])
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert count_and_rows(pg_service, offer.id) == (120, 120)
+    assert pg_service.get(offer.id).version == 31
