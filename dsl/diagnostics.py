@@ -12,6 +12,7 @@ the first problem. :func:`render` prints one the way compilers do::
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -66,12 +67,19 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
 
 
+@functools.lru_cache(maxsize=8)
+def _lines(source: str) -> tuple[str, ...]:
+    # Split once per text, not once per diagnostic: a file with many problems was split
+    # as many times as it has problems. (A str caches its hash, so a lookup is cheap.)
+    return tuple(source.splitlines())
+
+
 def render(diagnostic: Diagnostic, source: str, filename: str = "<text>") -> str:
     """``file:line:col: severity: message``, the source line with a caret, the hint."""
     span = diagnostic.span
     header = f"{filename}:{span.line}:{span.column}: {diagnostic.severity.value}: "
     lines = [header + diagnostic.message]
-    source_lines = source.splitlines()
+    source_lines = _lines(source)
     if 1 <= span.line <= len(source_lines):
         text = source_lines[span.line - 1].expandtabs(1)
         width = 1

@@ -14,6 +14,7 @@ blank lines to keep.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -185,11 +186,18 @@ class _Printer:
             self.last_end = comment.span.line
 
     def attach_trailing(self) -> None:
+        # Code lines come out in source order, so the lines that start at or before a
+        # comment's line are a prefix, found by bisection; the line the comment belongs to
+        # is found walking back from the end of that prefix, not by a scan of every line
+        # for every comment (quadratic: 3 s for 4,000 automations).
+        code = [ln for ln in self.lines if ln.first is not None]
+        firsts = [ln.first for ln in code]
         for comment in self.trailing:
             at = comment.span.line
-            covering = [ln for ln in self.lines if ln.first is not None and ln.first <= at]
-            inside = [ln for ln in covering if at <= ln.last]
-            target = (inside or covering or self.lines)[-1]
+            k = bisect.bisect_right(firsts, at)
+            target = next((code[i] for i in range(k - 1, -1, -1) if at <= code[i].last), None)
+            if target is None:
+                target = code[k - 1] if k else self.lines[-1]
             target.text += "  #" + comment.text
 
     def automation(self, node: ast.Automation) -> None:

@@ -399,18 +399,21 @@ def _with_comments(module: ast.Module, text: str) -> ast.Module:
     if "#" not in text:
         return module
     comments = []
+    # Lines are counted from the previous comment on, not from the start of the text for
+    # every comment, which made this quadratic in the length of the file.
+    line, line_start, counted_to = 1, 0, 0
     for m in _STRING_OR_COMMENT.finditer(text):
         if m.group(0).startswith("#"):
-            comments.append(
-                ast.Comment(m.group(0)[1:].rstrip(), _offset_span(text, m.start(), m.end()))
-            )
+            start, end = m.span()
+            newlines = text.count("\n", counted_to, start)
+            if newlines:
+                line += newlines
+                line_start = text.rfind("\n", counted_to, start) + 1
+            counted_to = start
+            column = start - line_start + 1
+            span = ast.Span(line, column, line, column + (end - start), start, end)
+            comments.append(ast.Comment(m.group(0)[1:].rstrip(), span))
     return ast.Module(module.automations, tuple(comments), module.span)
-
-
-def _offset_span(text: str, start: int, end: int) -> ast.Span:
-    line = text.count("\n", 0, start) + 1
-    column = start - (text.rfind("\n", 0, start) + 1) + 1
-    return ast.Span(line, column, line, column + (end - start), start, end)
 
 
 def _is_structural(exc: Exception) -> bool:
