@@ -21,8 +21,6 @@ from engine.runtime import Runtime, current
 log = logging.getLogger(__name__)
 
 SWEEP_LOCK = "huntaze:sweep"
-# An execution still not started this long after it was queued has lost its job.
-PENDING_GRACE = timedelta(seconds=60)
 # After this many attempts an execution that keeps failing is given up.
 MAX_ATTEMPTS = 5
 
@@ -86,14 +84,19 @@ def sweep(runtime: Runtime, limit: int = 5000) -> int:
     failing. Returns how many were queued."""
     now = runtime.clock.now()
     wall = utcnow()
-    due = or_(
+    grace = timedelta(seconds=runtime.settings.pending_grace_seconds)
+    clauses = [
         and_(Execution.status == ExecutionStatus.WAITING, Execution.resume_at <= now),
         and_(Execution.status == ExecutionStatus.RUNNING, Execution.lease_until < wall),
-        and_(
-            Execution.status == ExecutionStatus.PENDING,
-            Execution.executed_at <= now - PENDING_GRACE,
-        ),
-    )
+    ]
+    # A pending execution may simply be behind others in the queue: only once the
+    # queue is empty can one still pending (past the grace) have lost its job. This
+    # also keeps a backlog from being queued again at every sweep.
+    if runtime.queue.count == 0:
+        clauses.append(
+            and_(Execution.status == ExecutionStatus.PENDING, Execution.executed_at <= now - grace)
+        )
+    due = or_(*clauses)
 
     def find(session) -> list[str]:
         session.execute(

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=0)
     # How often the recovery sweep looks for executions that lost their job.
     sweep_seconds: float = Field(default=10.0, gt=0)
+    # An execution still not started this long after it was queued, while the queue is
+    # empty, has lost its job (a worker killed mid-batch, Redis flushed).
+    pending_grace_seconds: float = Field(default=60.0, ge=0)
     # Attempts for database work that fails for a transient reason.
     db_attempts: int = Field(default=3, ge=1)
 

@@ -208,7 +208,7 @@ def test_sigkilled_workers_lose_no_execution_and_send_no_message_twice(
     # A killed job's executions that had not started yet are PENDING without a lease:
     # the sweep takes them back after this grace (60 s in production; the test has no
     # minute to spare per kill).
-    monkeypatch.setattr(jobs, "PENDING_GRACE", timedelta(seconds=5))
+    monkeypatch.setattr(runtime.settings, "pending_grace_seconds", 5)
     automation = automations.create(creator_id, CRASH_SOURCE, status="active")
     dispatcher = Dispatcher(runtime, automations.index)
     contexts = [
@@ -325,7 +325,7 @@ def test_waits_resume_on_time_and_once_after_redis_is_flushed(
     not before its time and at most a sweep interval (plus 5 s) after it."""
     # Executions whose queued job vanished are taken back after this grace (60 s in
     # production, too long for a test).
-    monkeypatch.setattr(jobs, "PENDING_GRACE", timedelta(seconds=3))
+    monkeypatch.setattr(runtime.settings, "pending_grace_seconds", 3)
     waiting, more = 30, 60
     with worker_processes(runtime.settings, workers_dir, count=2, scheduler=True) as pool:
         automation, due = park(runtime, automations, creator_id, waiting, "6s", pool)
