@@ -15,17 +15,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import String, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine.plugin_api import HuntazeError, InvalidInput, Money, NotFound, TriggerContext
-from plugins.offers.models import OfferRow, RedemptionRow
+from plugins.offers.models import Amount, OfferRow, RedemptionRow
 from plugins.offers.status import status_of
 from plugins.offers.validation import (
     CENT,
@@ -141,25 +145,23 @@ def request(
                    fan_json)  # fmt: skip
 
 
+OFFERS = OfferRow.__table__
+REDEMPTIONS = RedemptionRow.__table__
 # What the redemption needs of the offer, returned by the UPDATE that counts it.
-_PRICING = (
-    OfferRow.creator_id, OfferRow.name, OfferRow.discount_type, OfferRow.discount_value,
-    OfferRow.currency, OfferRow.buy_quantity, OfferRow.get_quantity,
-    OfferRow.max_free_per_order, OfferRow.bundle_price, OfferRow.max_per_fan,
-)  # fmt: skip
+_PRICING = [OFFERS.c[name] for name in (
+    "creator_id", "name", "discount_type", "discount_value", "currency", "buy_quantity",
+    "get_quantity", "max_free_per_order", "bundle_price", "max_per_fan",
+)]  # fmt: skip
 
 
 def redeem(session: Session, request: Request, now: datetime) -> tuple[Redemption, str]:
     """Redeem in ``session``'s transaction; return the redemption and the offer's name.
     Raises :class:`RedemptionRefused`, ``NotFound``, or :class:`Replay` / :class:`Retry`
     — after each of which the caller rolls back."""
-    offer = session.execute(
-        update(OfferRow)
-        .where(OfferRow.id == request.offer_id, *_redeemable(request, now))
-        .values(redemption_count=OfferRow.redemption_count + 1)
-        .returning(*_PRICING)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
+    # Core statements built once (see _statements): this is the hot path.
+    connection = session.connection()
+    statements = _statements(connection.dialect.name, request)
+    offer = connection.execute(statements.count, _parameters(request, now)).one_or_none()
     if offer is None:
         raise _refusal(session, request, now)
     # From here on the offer's row is locked by this transaction: every other
@@ -167,12 +169,9 @@ def redeem(session: Session, request: Request, now: datetime) -> tuple[Redemptio
     discount = _discount(offer, request.amount, request.quantity)
     fan_seq = None
     if offer.max_per_fan is not None:
-        used = session.scalar(
-            select(func.count()).where(
-                RedemptionRow.offer_id == request.offer_id,
-                RedemptionRow.fan_id == request.fan_id,
-            )
-        )
+        used = connection.execute(
+            statements.used, {"offer_id": request.offer_id, "fan_id": request.fan_id}
+        ).scalar_one()
         if used >= offer.max_per_fan:
             if _by_key(session, request) is not None:
                 raise Replay
@@ -189,17 +188,140 @@ def redeem(session: Session, request: Request, now: datetime) -> tuple[Redemptio
         "code": request.code, "idempotency_key": request.key, "fan_seq": fan_seq,
         "redeemed_at": now,
     }  # fmt: skip
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    inserted = session.scalar(
-        insert(RedemptionRow)
-        .values(row)
-        .on_conflict_do_nothing(index_elements=["offer_id", "idempotency_key"])
-        .returning(RedemptionRow.id)
-    )
-    if inserted is None:
+    if connection.execute(statements.log, row).scalar() is None:
         raise Replay  # roll back the count: the key's first redemption stands
     del row["fan_seq"]
     return Redemption(**row), offer.name
+
+
+# PostgreSQL's fast path: the whole redemption in one statement, run in autocommit — one
+# round trip and one commit, like a bare UPDATE. The offer's row is locked FOR UPDATE and
+# its conditions checked again on the newest version if another redemption changed it
+# meanwhile (READ COMMITTED re-checks a locked row); the redemption is logged, and the
+# count raised only for a redemption logged — so all happen, or none does. Offers with a
+# limit per fan (whose count must be read after the lock, by a statement of its own) and
+# buy-X-get-Y offers (which may refuse the order) go the general way, as does anything
+# this statement does not redeem: a refusal, to find out why; a known key, to replay it.
+FAST_REDEEM = """
+WITH offer AS (
+    SELECT id, creator_id, name, currency, max_per_fan, discount_type, discount_value,
+           bundle_price
+    FROM offers
+    WHERE id = %(offer_id)s AND deleted_at IS NULL AND NOT draft
+      AND valid_from <= %(now)s AND (valid_until IS NULL OR valid_until > %(now)s)
+      AND (max_redemptions IS NULL OR redemption_count < max_redemptions)
+      AND (min_purchase IS NULL OR min_purchase <= %(amount)s)
+      AND (target_audience IN ('all', 'segment')
+           OR (target_audience = 'fan' AND target_value = %(fan_id)s)
+           OR (target_audience = 'tag' AND target_value = ANY(%(tags)s::text[])))
+      AND (%(currency)s::text IS NULL OR currency = %(currency)s::text)
+      AND (%(code_key)s::text IS NULL OR code_key = %(code_key)s::text)
+    FOR UPDATE
+), logged AS (
+    INSERT INTO offer_redemptions (id, offer_id, creator_id, fan_id, amount, discount,
+                                   currency, quantity, code, idempotency_key, redeemed_at)
+    SELECT %(id)s, id, creator_id, %(fan_id)s, %(amount)s,
+           CASE discount_type
+               WHEN 'percentage' THEN round(%(amount)s * discount_value / 100, 2)
+               WHEN 'fixed' THEN least(discount_value, %(amount)s)
+               ELSE greatest(%(amount)s - bundle_price, 0)
+           END,
+           currency, %(quantity)s, %(code)s, %(key)s, %(now)s
+    FROM offer
+    WHERE max_per_fan IS NULL AND discount_type IN ('percentage', 'fixed', 'bundle')
+    ON CONFLICT (offer_id, idempotency_key) DO NOTHING
+    RETURNING offer_id, discount
+), counted AS (
+    UPDATE offers SET redemption_count = offers.redemption_count + 1
+    FROM logged WHERE offers.id = logged.offer_id
+)
+SELECT offer.name, offer.creator_id, offer.currency, logged.discount
+FROM offer JOIN logged ON true
+"""
+
+
+def redeem_at_once(
+    engine: Engine, request: Request, now: datetime
+) -> tuple[Redemption, str] | None:
+    """PostgreSQL only: the redemption in one statement (``FAST_REDEEM``), or None when it
+    must go the general way (``redeem``) — nothing was changed then."""
+    new_id = str(uuid.uuid4())
+    parameters = {
+        "offer_id": request.offer_id, "now": now, "amount": request.amount,
+        "fan_id": request.fan_id, "tags": request.tags, "currency": request.currency,
+        "code_key": request.code.lower() if request.code else None, "id": new_id,
+        "quantity": request.quantity, "code": request.code, "key": request.key,
+    }  # fmt: skip
+    # The pool's psycopg connection itself: SQLAlchemy's layers would cost more than the
+    # statement. It goes back to the pool as it came, out of autocommit.
+    pooled = engine.raw_connection()
+    try:
+        connection = pooled.driver_connection
+        connection.autocommit = True
+        try:
+            row = connection.execute(FAST_REDEEM, parameters).fetchone()
+        finally:
+            connection.autocommit = False
+    except psycopg.OperationalError:
+        pooled.invalidate()  # a lost connection: the general way retries, the key dedupes
+        return None
+    finally:
+        pooled.close()
+    if row is None:
+        return None
+    name, creator_id, currency, discount = row
+    done = Redemption(
+        id=new_id, offer_id=request.offer_id, creator_id=creator_id, fan_id=request.fan_id,
+        amount=request.amount, discount=discount.quantize(CENT), currency=currency,
+        quantity=request.quantity, code=request.code, idempotency_key=request.key,
+        redeemed_at=now,
+    )  # fmt: skip
+    return done, name
+
+
+@dataclass(frozen=True)
+class _Statements:
+    count: Any  # the conditional UPDATE
+    used: Any  # the fan's redemptions of the offer
+    log: Any  # the INSERT of the redemption, nothing on a known key
+
+
+@lru_cache(maxsize=16)
+def _built(dialect: str, currency: bool, code: bool) -> _Statements:
+    count = (
+        update(OFFERS)
+        .where(OFFERS.c.id == bindparam("req_offer_id"), *_redeemable(currency, code))
+        .values(redemption_count=OFFERS.c.redemption_count + 1)
+        .returning(*_PRICING)
+    )
+    used = select(func.count()).where(
+        REDEMPTIONS.c.offer_id == bindparam("offer_id"),
+        REDEMPTIONS.c.fan_id == bindparam("fan_id"),
+    )
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    log = (
+        insert(REDEMPTIONS)
+        .on_conflict_do_nothing(index_elements=["offer_id", "idempotency_key"])
+        .returning(REDEMPTIONS.c.id)
+    )
+    return _Statements(count, used, log)
+
+
+def _statements(dialect: str, request: Request) -> _Statements:
+    return _built(dialect, request.currency is not None, request.code is not None)
+
+
+def _parameters(request: Request, now: datetime) -> dict[str, Any]:
+    # Prefixed: an UPDATE given a parameter named like a column would SET that column.
+    return {
+        "req_offer_id": request.offer_id,
+        "req_now": now,
+        "req_amount": request.amount,
+        "req_fan_id": request.fan_id,
+        "req_tags": request.tags or [""],
+        "req_currency": request.currency,
+        "req_code": request.code.lower() if request.code else None,
+    }
 
 
 def replay(session: Session, request: Request) -> tuple[Redemption, str]:
@@ -250,6 +372,16 @@ def trigger_context(redemption: Redemption, offer_name: str, fan: dict | None) -
     )
 
 
+def lost_race(error: IntegrityError) -> bool:
+    """Whether the redemption broke a unique key (its idempotency key, or the fan's
+    number): another redemption wrote first, and a second look sees it. Any other
+    integrity error is a bug, not a race."""
+    code = getattr(error.orig, "sqlstate", None)
+    if code is not None:  # PostgreSQL
+        return code == "23505"
+    return "UNIQUE constraint failed" in str(error.orig)
+
+
 def _by_key(session: Session, request: Request) -> RedemptionRow | None:
     return session.scalar(
         select(RedemptionRow).where(
@@ -259,31 +391,34 @@ def _by_key(session: Session, request: Request) -> RedemptionRow | None:
     )
 
 
-def _redeemable(request: Request, now: datetime) -> list[Any]:
-    """The offer may be redeemed by this request now: the conditions of the UPDATE."""
+def _redeemable(currency: bool, code: bool) -> list[Any]:
+    """The offer may be redeemed by this request now: the conditions of the UPDATE, on
+    the parameters now, amount, fan_id, tags (and currency, code when given)."""
+    c = OFFERS.c
+    now = bindparam("req_now", type_=c.valid_from.type)
     conditions = [
-        OfferRow.deleted_at.is_(None),
-        OfferRow.draft.is_(False),
-        OfferRow.valid_from <= now,
-        or_(OfferRow.valid_until.is_(None), OfferRow.valid_until > now),
+        c.deleted_at.is_(None),
+        c.draft.is_(False),
+        c.valid_from <= now,
+        or_(c.valid_until.is_(None), c.valid_until > now),
+        or_(c.max_redemptions.is_(None), c.redemption_count < c.max_redemptions),
+        or_(c.min_purchase.is_(None), c.min_purchase <= bindparam("req_amount", type_=Amount)),
         or_(
-            OfferRow.max_redemptions.is_(None),
-            OfferRow.redemption_count < OfferRow.max_redemptions,
-        ),
-        or_(OfferRow.min_purchase.is_(None), OfferRow.min_purchase <= request.amount),
-        or_(
-            OfferRow.target_audience.in_([Audience.ALL, Audience.SEGMENT]),
-            and_(OfferRow.target_audience == Audience.FAN, OfferRow.target_value == request.fan_id),
+            c.target_audience.in_([Audience.ALL.value, Audience.SEGMENT.value]),
             and_(
-                OfferRow.target_audience == Audience.TAG,
-                OfferRow.target_value.in_(request.tags or [""]),
+                c.target_audience == Audience.FAN.value,
+                c.target_value == bindparam("req_fan_id", type_=String),
+            ),
+            and_(
+                c.target_audience == Audience.TAG.value,
+                c.target_value.in_(bindparam("req_tags", expanding=True)),
             ),
         ),
     ]
-    if request.currency is not None:
-        conditions.append(OfferRow.currency == request.currency)
-    if request.code is not None:
-        conditions.append(OfferRow.code_key == request.code.lower())
+    if currency:
+        conditions.append(c.currency == bindparam("req_currency", type_=String))
+    if code:
+        conditions.append(c.code_key == bindparam("req_code", type_=String))
     return conditions
 
 

@@ -313,6 +313,11 @@ class OffersService:
         (nothing changed), ``NotFound`` or ``InvalidInput``."""
         asked = redemption.request(offer_id, fan_id, amount, idempotency_key, fan, quantity,
                                    code)  # fmt: skip
+        if self.db.engine.dialect.name == "postgresql":
+            fast = redemption.redeem_at_once(self.db.engine, asked, self.now())
+            if fast is not None:
+                self._emit(*fast, asked.fan)
+                return fast[0]
         for _ in range(ATTEMPTS):
             try:
                 done, name = self.db.run(lambda s: redemption.redeem(s, asked, self.now()))
@@ -321,18 +326,21 @@ class OffersService:
                     done, name = self.db.run(lambda s: redemption.replay(s, asked))
                 except redemption.Retry:
                     continue
-            except (redemption.Retry, IntegrityError):
-                # A concurrent redemption took the fan's slot or the key first, or the
-                # offer changed between two statements: the next look sees it.
-                continue
-            self._emit(redemption.trigger_context(done, name, asked.fan))
+            except redemption.Retry:
+                continue  # the offer changed between two statements: look again
+            except IntegrityError as exc:
+                if not redemption.lost_race(exc):
+                    raise
+                continue  # a concurrent redemption took the key or the fan's slot first
+            self._emit(done, name, asked.fan)
             return done
         raise Conflict(f"offer `{offer_id}` keeps changing; try again")
 
-    def _emit(self, context: TriggerContext) -> None:
+    def _emit(self, done: Redemption, offer_name: str, fan: dict | None) -> None:
         """Tell the engine, after the commit."""
         if self.emit is None:
             return
+        context = redemption.trigger_context(done, offer_name, fan)
         try:
             self.emit(context)
         except Exception:

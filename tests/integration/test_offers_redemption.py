@@ -74,6 +74,7 @@ def count_and_rows(service: OffersService, offer_id: str) -> tuple[int, int]:
     [
         ({}, "19.99", 1, "4.00"),  # 20% of 19.99 is 3.998
         ({"discount_value": Decimal("12.5")}, "10.00", 1, "1.25"),
+        ({"discount_value": Decimal(10)}, "0.05", 1, "0.01"),  # half a cent rounds up
         ({"discount_type": "fixed", "discount_value": Decimal(5)}, "30", 1, "5.00"),
         ({"discount_type": "fixed", "discount_value": Decimal(50)}, "30", 1, "30.00"),
         (
@@ -106,9 +107,23 @@ def count_and_rows(service: OffersService, offer_id: str) -> tuple[int, int]:
             1,
             "15.00",
         ),
+        (
+            {
+                "discount_type": "bundle",
+                "discount_value": None,
+                "content_ids": ["a", "b"],
+                "original_price": Decimal(45),
+                "bundle_price": Decimal(30),
+            },
+            "20",
+            1,
+            "0.00",  # bought for less than the bundle's price: nothing off
+        ),
     ],
 )
 def test_the_discount_of_each_kind(service, make, fields, amount, quantity, discount):
+    """The same on both databases: PostgreSQL computes it in SQL (the one-statement
+    redemption), SQLite in Python."""
     offer = make(**fields)
     done = service.redeem(offer.id, "fan-1", Decimal(amount), "key-1", quantity=quantity)
     assert done.discount == Decimal(discount)
