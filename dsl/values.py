@@ -20,7 +20,8 @@ class Money:
     currency: str = "USD"
 
     def __str__(self) -> str:
-        return f"{CURRENCY_SYMBOLS.get(self.currency, self.currency)}{self.amount}"
+        # Money reads with cents: $12.50, not $12.5.
+        return f"{CURRENCY_SYMBOLS.get(self.currency, self.currency)}{self.amount:.2f}"
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -496,11 +496,6 @@ def test_messages_render_their_templates(runtime, creator, automations, dispatch
     assert sorted(outbox(runtime, fans["fan-2"])) == sorted(expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Money prints $12.5: dsl.values.Money.__str__ keeps "
-    "the amount's own digits, and the engine hands money to templates as floats",
-)
 def test_money_renders_with_cents(runtime, creator, automations, dispatcher, drain):
     text = automation("C", "purchase_completed", 'send_message text: "{{ fan.total_spent }}"')
     automations.create(creator.id, text, status="active")
