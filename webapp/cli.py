@@ -19,6 +19,7 @@ from dsl.ast import Span
 from dsl.diagnostics import error
 from dsl.types import accepted_types, describe
 from engine.catalogue import load_catalogue
+from webapp.cli_engine import ENGINE_COMMANDS
 
 SUFFIX = ".hz"
 
@@ -31,6 +32,10 @@ paths_argument = click.argument(
 @click.version_option(package_name="huntaze")
 def main() -> None:
     """Huntaze Rules: fan-engagement automations written in a small language."""
+
+
+for _command in ENGINE_COMMANDS:  # db, worker, run, status (webapp/cli_engine.py)
+    main.add_command(_command)
 
 
 @main.command()
