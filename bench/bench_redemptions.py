@@ -32,6 +32,7 @@ import multiprocessing as mp
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -203,11 +204,28 @@ def check_counts(url: str, offer_ids: list[str]) -> int:
     return sum(stored.values())
 
 
+def revision() -> str:
+    """The checked-out commit, marked + when the tree has changes: figures go with code."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def report(figures: dict[tuple[str, str], list[Figures]], clients: int) -> bool:
     """Medians of each contender's figures, and the median of the rounds' ratios: a
     round's two trials of a scenario run back to back, so noise hits them alike."""
     rounds = len(figures[("hot", "ours")])
     print(f"\nredemptions per second, {clients} clients, medians of {rounds} rounds")
+    server = psycopg.connect(POSTGRES.replace("postgresql+psycopg", "postgresql"))
+    version = server.execute("SHOW server_version").fetchone()[0]
+    durable = server.execute("SHOW synchronous_commit").fetchone()[0]
+    server.close()
+    print(f"PostgreSQL {version} (synchronous_commit {durable}), Python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end, "
+          f"commit {revision()}")  # fmt: skip
     print(f"{'scenario':<10}{'contender':<10}{'per second':>12}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'CPU us':>9}{'ratio':>8}")  # fmt: skip
     met = True

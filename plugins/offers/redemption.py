@@ -198,14 +198,18 @@ def redeem(session: Session, request: Request, now: datetime) -> tuple[Redemptio
 # round trip and one commit, like a bare UPDATE. The offer's row is locked FOR UPDATE and
 # its conditions checked again on the newest version if another redemption changed it
 # meanwhile (READ COMMITTED re-checks a locked row); the redemption is logged, and the
-# count raised only for a redemption logged — so all happen, or none does. Offers with a
-# limit per fan (whose count must be read after the lock, by a statement of its own) and
-# buy-X-get-Y offers (which may refuse the order) go the general way, as does anything
-# this statement does not redeem: a refusal, to find out why; a known key, to replay it.
+# count raised only for a redemption logged — so all happen, or none does.
+#
+# The fan's count, for an offer with a limit per fan, is read from the statement's
+# snapshot, which may predate a redemption committed while this one waited for the lock:
+# then the fan's number (fan_seq) it computes is already taken, the unique key refuses it,
+# and the general way — which counts after the lock — decides. So does it whatever this
+# statement does not redeem: a refusal, to find out why; a known key, to replay it; an
+# order too small for a buy-X-get-Y offer.
 FAST_REDEEM = """
 WITH offer AS (
     SELECT id, creator_id, name, currency, max_per_fan, discount_type, discount_value,
-           bundle_price
+           bundle_price, buy_quantity, get_quantity, max_free_per_order
     FROM offers
     WHERE id = %(offer_id)s AND deleted_at IS NULL AND NOT draft
       AND valid_from <= %(now)s AND (valid_until IS NULL OR valid_until > %(now)s)
@@ -217,18 +221,30 @@ WITH offer AS (
       AND (%(currency)s::text IS NULL OR currency = %(currency)s::text)
       AND (%(code_key)s::text IS NULL OR code_key = %(code_key)s::text)
     FOR UPDATE
+), priced AS (
+    SELECT offer.*,
+           CASE WHEN max_per_fan IS NOT NULL THEN
+               (SELECT count(*) FROM offer_redemptions
+                WHERE offer_id = offer.id AND fan_id = %(fan_id)s) END AS used,
+           -- whole sets of buy + get items, integer division; NULL unless bogo
+           least(%(quantity)s::integer / (buy_quantity + get_quantity) * get_quantity,
+                 max_free_per_order) AS free
+    FROM offer
 ), logged AS (
     INSERT INTO offer_redemptions (id, offer_id, creator_id, fan_id, amount, discount,
-                                   currency, quantity, code, idempotency_key, redeemed_at)
+                                   currency, quantity, code, idempotency_key, fan_seq,
+                                   redeemed_at)
     SELECT %(id)s, id, creator_id, %(fan_id)s, %(amount)s,
            CASE discount_type
                WHEN 'percentage' THEN round(%(amount)s * discount_value / 100, 2)
                WHEN 'fixed' THEN least(discount_value, %(amount)s)
-               ELSE greatest(%(amount)s - bundle_price, 0)
+               WHEN 'bundle' THEN greatest(%(amount)s - bundle_price, 0)
+               ELSE round(%(amount)s * free / %(quantity)s, 2)
            END,
-           currency, %(quantity)s, %(code)s, %(key)s, %(now)s
-    FROM offer
-    WHERE max_per_fan IS NULL AND discount_type IN ('percentage', 'fixed', 'bundle')
+           currency, %(quantity)s, %(code)s, %(key)s, used + 1, %(now)s
+    FROM priced
+    WHERE (max_per_fan IS NULL OR used < max_per_fan)
+      AND (discount_type <> 'bogo' OR free > 0)
     ON CONFLICT (offer_id, idempotency_key) DO NOTHING
     RETURNING offer_id, discount
 ), counted AS (
@@ -262,6 +278,8 @@ def redeem_at_once(
             row = connection.execute(FAST_REDEEM, parameters).fetchone()
         finally:
             connection.autocommit = False
+    except psycopg.errors.UniqueViolation:
+        return None  # the fan's number was taken meanwhile (see FAST_REDEEM)
     except psycopg.OperationalError:
         pooled.invalidate()  # a lost connection: the general way retries, the key dedupes
         return None

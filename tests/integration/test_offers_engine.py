@@ -124,9 +124,9 @@ def test_a_retried_step_finds_the_offer_it_made(db):
     other = CreateOffer().run(step(creator, "exec-2:s3", db), config)
     assert first == again and other.output["offer_id"] != first.output["offer_id"]
     offer = OffersService(db, now=lambda: START).get(first.output["offer_id"])
-    assert (offer.name, offer.discount_type, offer.discount_value) == ("$10 off", "fixed", 10)
+    assert (offer.name, offer.discount_type, offer.discount_value) == ("$10.00 off", "fixed", 10)
     assert (offer.min_purchase, offer.max_redemptions, offer.max_per_fan) == (25, 2, 2)
-    assert first.detail == "offer '$10 off': $10 off until 2026-11-09 09:00 UTC"
+    assert first.detail == "offer '$10.00 off': $10.00 off until 2026-11-09 09:00 UTC"
 
 
 def test_an_offer_for_every_fan(db):
