@@ -58,12 +58,12 @@ from engine_support import (
     workers,
 )
 from rq.registry import FinishedJobRegistry
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from engine.dispatch import Dispatcher
 from engine.events import EventSystem, TriggerContext
 from engine.jobs import run_executions, runner_for
-from engine.models import Execution, ExecutionStatus, StepRun
+from engine.models import Creator, Execution, ExecutionStatus, StepRun
 from engine.runtime import Runtime, install
 
 TABLES = ("execution_steps", "outbox", "automation_executions", "events", "fans")
@@ -222,6 +222,23 @@ def runner_profile(runtime: Runtime, events: Sequence[TriggerContext]) -> dict[s
     }
 
 
+def transaction_cost(runtime: Runtime, n: int = 300) -> dict[str, tuple[float, float]]:
+    """(wall ms, CPU ms) of one ``db.run`` that reads a row by key, and of one that
+    updates a row: the fixed price of each of a worker's transactions."""
+    truncate(runtime, TABLES)
+    creator = runtime.db.run(lambda s: s.scalar(select(Creator.id).limit(1)))
+    read = select(Creator.name).where(Creator.id == creator)
+    write = update(Creator).where(Creator.id == creator).values(name="Creator")
+    costs = {}
+    for label, statement in (("read", read), ("write", write)):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            runtime.db.run(lambda s, st=statement: s.execute(st))
+        wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+        costs[label] = (wall / n * 1000, cpu / n * 1000)
+    return costs
+
+
 def print_profile(profiles: list[dict[str, float]]) -> None:
     def mid(key: str) -> float:
         return median([p[key] for p in profiles])
@@ -242,6 +259,9 @@ def print_profile(profiles: list[dict[str, float]]) -> None:
         f"run_executions in this process, medians of {len(profiles)} rounds, per execution:\n"
     )
     print(table(["", "calls", "wall ms", "share"], rows))
+    for label in ("read", "write"):
+        wall, cpu = (median([p[f"{label}_{i}"] for p in profiles]) for i in (0, 1))
+        print(f"\none db.run, a single {label} by key: {wall:.2f} ms wall, {cpu:.2f} ms CPU")
 
 
 # --- Paced latency -------------------------------------------------------------------------
@@ -314,7 +334,7 @@ def report(runtime: Runtime, args: argparse.Namespace) -> None:
     trial_events = events[:per_trial]
     log_dir = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     figures = {}
-    for count in args.workers:
+    for count in [] if args.profile_only else args.workers:
         with workers(runtime.settings, count, log_dir):
             results: dict[str, list[Trial]] = {}
             for round_ in range(args.rounds):
@@ -336,9 +356,15 @@ def report(runtime: Runtime, args: argparse.Namespace) -> None:
                 paced.append((rate, seconds, *paced_latencies(runtime, chunk, rate, args.timeout)))
         figures[count] = (results, paced)
     set_batch_size(runtime, args.paced_batch)
-    profiles = [runner_profile(runtime, trial_events) for _ in range(args.rounds)]
-    print_rates(figures, args)
-    print_latencies(figures, args)
+    profiles = []
+    for _ in range(args.rounds):
+        profile = runner_profile(runtime, trial_events)
+        for label, costs in transaction_cost(runtime).items():
+            profile.update({f"{label}_{i}": value for i, value in enumerate(costs)})
+        profiles.append(profile)
+    if figures:
+        print_rates(figures, args)
+        print_latencies(figures, args)
     print_profile(profiles)
     print(f"\nworker logs: {log_dir}")
 
@@ -409,6 +435,7 @@ def main(argv: list[str] | None = None) -> None:
         help="paced runs, rate:seconds,... (events/s for so many seconds)",
     )  # fmt: skip
     parser.add_argument("--paced-batch", type=int, default=20)
+    parser.add_argument("--profile-only", action="store_true", help="no workers: the profile")
     parser.add_argument("--synchronous-commit", choices=("on", "off"), default="on")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a trial at most")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
