@@ -31,8 +31,8 @@ from engine.catalogue import (
 from engine.plugin_api import Action, ActionResult, FanFields, Trigger
 
 BUILTIN_TRIGGERS = {"new_subscriber", "message_received", "purchase_completed",
-                    "subscription_expiring"}  # fmt: skip
-BUILTIN_ACTIONS = {"send_message", "add_tag", "remove_tag"}
+                    "subscription_expiring", "offer_redeemed"}  # fmt: skip
+BUILTIN_ACTIONS = {"send_message", "add_tag", "remove_tag", "create_offer"}
 FAN = {
     "fan.name": ValueType.TEXT,
     "fan.username": ValueType.TEXT,
