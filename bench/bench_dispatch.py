@@ -17,10 +17,15 @@ conditions evaluated and the actions that would run. Side by side, on the same e
 3. **engine, in memory, with the event's validation**: 2, plus what ``Dispatcher``
    does per event before its transaction: the event validated against the trigger's
    pydantic context, and the execution's context built from it.
-4. **Dispatcher.dispatch**: the whole dispatch, with its PostgreSQL transaction (event
+4. **proposal**: 2 with each automation's trigger arguments validated once and its graph
+   flattened once into tuples (``Flattened``): a change measured here, not in the engine.
+5. **Dispatcher.dispatch**: the whole dispatch, with its PostgreSQL transaction (event
    logged, fan upserted, executions inserted) and the jobs queued in Redis (nobody runs
    them here).
-5. **Dispatcher.dispatch_many**: the same, 50 events to a transaction.
+6. **Dispatcher.dispatch_many**: the same, 50 events to a transaction.
+
+Then where the engine's in-memory time goes: its pass cut short after each stage (the
+index lookup, the trigger's arguments matched, the cached graph fetched, the walk).
 
 Every contender must count the same automations matched, conditions evaluated and
 actions reached, and the dispatch rows must number the automations matched, or the
