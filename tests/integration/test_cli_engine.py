@@ -527,7 +527,8 @@ def test_run_stops_its_workers_and_redis_on_ctrl_c(embedded, automations_dir, tm
                 break
         assert leftovers(data_dir), "the workers and Redis should be running"
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) != 0
+        # Generous: on a loaded machine warm shutdown waits for the current batch to end.
+        assert process.wait(timeout=120) != 0
     assert leftovers(data_dir) == []
 
 
