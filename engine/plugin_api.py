@@ -41,12 +41,14 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from dsl.values import Money, Percentage
 from engine.events import TriggerContext
 from engine.exceptions import Conflict, HuntazeError, InvalidInput, NotFound
+from engine.models import NAMING, UTCDateTime
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
 __all__ = [
+    "NAMING",
     "Action",
     "ActionContext",
     "ActionError",
@@ -67,6 +69,7 @@ __all__ = [
     "TemplateRenderer",
     "Trigger",
     "TriggerContext",
+    "UTCDateTime",
 ]
 
 T = TypeVar("T")
