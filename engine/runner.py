@@ -134,9 +134,7 @@ class Runner:
             if isinstance(node, ConditionNode):
                 node_id = self._condition(execution, loaded, node)
             else:
-                self._action(execution, loaded, node)
-                node_id = node.next
-            self._advance(execution.id, node_id)
+                node_id = self._action(execution, loaded, node)
         return self._finish(execution.id)
 
     def _take_lease(self, execution_id: str) -> bool:
@@ -162,17 +160,25 @@ class Runner:
         )
         return self.runtime.db.run(lambda s: s.execute(statement).rowcount) == 1
 
-    def _advance(self, execution_id: str, node_id: str | None) -> None:
-        # The position is saved after every step: a retry starts from here, and the
-        # step rows tell it what of the current step was done.
+    def _advance(self, execution_id: str, node_id: str | None, step=None) -> str | None:
+        """Move the execution to ``node_id``, in the same transaction as ``step`` (a
+        function writing the finished step's row), and return ``node_id``.
+
+        The position is saved after every step: a retry starts from here, and the step
+        rows tell it what of the current step was done."""
         lease = utcnow() + timedelta(seconds=self.runtime.settings.lease_seconds)
-        self.runtime.db.run(
-            lambda s: s.execute(
+
+        def advance(session) -> None:
+            if step is not None:
+                step(session)
+            session.execute(
                 update(Execution)
                 .where(Execution.id == execution_id)
                 .values(current_node=END if node_id is None else node_id, lease_until=lease)
             )
-        )
+
+        self.runtime.db.run(advance)
+        return node_id
 
     # --- Steps ---------------------------------------------------------------------------
 
@@ -183,37 +189,36 @@ class Runner:
         return {**execution.trigger_data, "fan": fan_data(fan)}
 
     def _condition(self, execution: Execution, loaded: LoadedGraph, node: ConditionNode):
-        existing = self._step(execution.id, node.id)
+        existing, fan = self._step_and_fan(execution, node.id)
         if existing is not None:
             result = bool(existing.output.get("result"))
-        else:
-            result = loaded.conditions[node.id](self._context(execution))
-            self._record(execution.id, node, "condition", "if", StepStatus.DONE,
-                         detail=str(result).lower(), output={"result": result})  # fmt: skip
-        return node.then if result else node.otherwise
+            return self._advance(execution.id, node.then if result else node.otherwise)
+        result = loaded.conditions[node.id](self._context(execution, fan))
+        row = self._row(execution.id, node, "condition", "if", StepStatus.DONE,
+                        detail=str(result).lower(), output={"result": result})  # fmt: skip
+        return self._advance(execution.id, node.then if result else node.otherwise, row.add)
 
-    def _action(self, execution: Execution, loaded: LoadedGraph, node: ActionNode) -> None:
-        step = self._step(execution.id, node.id)
+    def _action(self, execution: Execution, loaded: LoadedGraph, node: ActionNode) -> str | None:
+        step, fan = self._step_and_fan(execution, node.id)
         if step is not None and step.status != StepStatus.RUNNING:
-            return  # done (or failed, or skipped) by an earlier attempt
+            return self._advance(execution.id, node.next)  # done by an earlier attempt
         if step is None and not self._claim(execution.id, node):
-            return  # another attempt claimed it meanwhile
-        status, detail, output, error = self._run_action(execution, loaded, node)
-        self.runtime.db.run(
-            lambda s: s.execute(
-                update(StepRun)
-                .where(StepRun.execution_id == execution.id, StepRun.node_id == node.id)
-                .values(status=status, detail=detail, output=output, error=error,
-                        finished_at=self.runtime.clock.now())
-            )
+            return self._advance(execution.id, node.next)  # claimed by another attempt
+        status, detail, output, error = self._run_action(execution, loaded, node, fan)
+        finished = (
+            update(StepRun)
+            .where(StepRun.execution_id == execution.id, StepRun.node_id == node.id)
+            .values(status=status, detail=detail, output=output, error=error,
+                    finished_at=self.runtime.clock.now())
         )  # fmt: skip
+        return self._advance(execution.id, node.next, lambda s: s.execute(finished))
 
-    def _run_action(self, execution: Execution, loaded: LoadedGraph, node: ActionNode):
+    def _run_action(self, execution: Execution, loaded: LoadedGraph, node: ActionNode, fan: Fan):
         config = loaded.configs[node.id]
         if isinstance(config, Exception):
             return StepStatus.FAILED, "", {}, str(config)
         action = self.runtime.plugins.actions[node.name]
-        context = self._action_context(execution, node)
+        context = self._action_context(execution, node, fan)
         try:
             result = action.run(context, config)
         except MessageCapReached as exc:
@@ -229,9 +234,8 @@ class Runner:
         error = None if result.ok else (result.detail or "the action reported a failure")
         return status, result.detail, _json_safe(result.output), error
 
-    def _action_context(self, execution: Execution, node: ActionNode) -> ActionContext:
+    def _action_context(self, execution: Execution, node: ActionNode, fan: Fan) -> ActionContext:
         settings = self.runtime.settings
-        fan = self.runtime.db.run(lambda s: s.get(Fan, execution.fan_id))
         data = self._template_data(execution, fan)
         services = Services(
             outbox=SqlOutbox(self.runtime.db, self.runtime.clock,
@@ -320,6 +324,19 @@ class Runner:
 
     # --- Step rows -----------------------------------------------------------------------
 
+    def _step_and_fan(self, execution: Execution, node_id: str) -> tuple[StepRun | None, Fan]:
+        """The step's row, if any, and the fan as they are now: one transaction."""
+
+        def read(session) -> tuple[StepRun | None, Fan]:
+            step = session.scalar(
+                select(StepRun).where(
+                    StepRun.execution_id == execution.id, StepRun.node_id == node_id
+                )
+            )
+            return step, session.get(Fan, execution.fan_id)
+
+        return self.runtime.db.run(read)
+
     def _step(self, execution_id: str, node_id: str) -> StepRun | None:
         return self.runtime.db.run(
             lambda s: s.scalar(
@@ -344,15 +361,38 @@ class Runner:
         name: str,
         status: StepStatus,
         detail: str = "",
-        output: dict | None = None,
     ) -> None:
+        row = self._row(execution_id, node, kind, name, status, detail)
+        self.runtime.db.run(row.add)
+
+    def _row(
+        self,
+        execution_id: str,
+        node: ActionNode | ConditionNode | WaitNode,
+        kind: str,
+        name: str,
+        status: StepStatus,
+        detail: str = "",
+        output: dict | None = None,
+    ) -> _StepRow:
         now = self.runtime.clock.now()
-        row = StepRun(
-            execution_id=execution_id, node_id=node.id, kind=kind, name=name, status=status,
-            detail=detail, output=output or {}, started_at=now,
-            finished_at=None if status == StepStatus.RUNNING else now,
+        return _StepRow(
+            StepRun(
+                execution_id=execution_id, node_id=node.id, kind=kind, name=name,
+                status=status, detail=detail, output=output or {}, started_at=now,
+                finished_at=None if status == StepStatus.RUNNING else now,
+            )
         )  # fmt: skip
-        self.runtime.db.run(lambda s: s.add(row))
+
+
+@dataclass(frozen=True)
+class _StepRow:
+    """A step's new row, written by ``add`` inside whichever transaction needs it."""
+
+    row: StepRun
+
+    def add(self, session) -> None:
+        session.add(self.row)
 
 
 def _json_safe(output) -> dict:
