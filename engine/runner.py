@@ -67,7 +67,8 @@ class LoadedGraph:
 
 
 class GraphCache:
-    """Compiled graphs by (automation, version): versions never change once saved."""
+    """Compiled graphs by (automation, version), the least recently used dropped first:
+    versions never change once saved."""
 
     def __init__(self, runtime: Runtime, size: int = 4096) -> None:
         self.runtime = runtime
@@ -77,7 +78,9 @@ class GraphCache:
     def get(self, automation_id: str, version: int) -> LoadedGraph:
         key = (automation_id, version)
         loaded = self._graphs.get(key)
-        if loaded is None:
+        if loaded is not None:
+            self._graphs.move_to_end(key)
+        else:
             data = self.runtime.db.run(
                 lambda s: s.get(AutomationVersion, {"automation_id": automation_id,
                                                     "version": version}).graph

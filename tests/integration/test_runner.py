@@ -27,6 +27,7 @@ from engine.catalogue import LoadedCatalogue
 from engine.creators import create_creator
 from engine.jobs import run_executions, runner_for, sweep
 from engine.models import Execution, Fan, OutboxMessage, StepRun, utcnow
+from engine.runner import GraphCache
 
 NESTED = """\
 automation "Nested" {
@@ -543,3 +544,20 @@ def test_an_execution_resumes_the_version_it_started_with(
     drain()
     assert outbox(runtime) == ["old"]
     assert execution(runtime, execution_id).automation_version == 1
+
+
+# --- The graph cache -------------------------------------------------------------------------
+
+
+def test_the_graph_cache_drops_the_least_recently_used_graph(runtime, creator, automations):
+    cache = GraphCache(runtime, size=2)
+    saved = [
+        automations.create(creator.id, automation(name, "new_subscriber", f'add_tag tag: "{name}"'))
+        for name in ("A", "B", "C")
+    ]
+    a, b, c = ((s.id, s.version) for s in saved)
+    cache.get(*a)
+    cache.get(*b)
+    assert cache.get(*a) is cache.get(*a)  # a hit makes A the most recently used
+    cache.get(*c)
+    assert set(cache._graphs) == {a, c}
