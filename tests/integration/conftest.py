@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from offers_support import open_database
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import SimpleWorker
@@ -26,6 +27,7 @@ from sqlalchemy import create_engine, text
 from engine.automations import AutomationService
 from engine.clock import FixedClock
 from engine.creators import create_creator
+from engine.db import Database
 from engine.dispatch import Dispatcher
 from engine.migrate import upgrade
 from engine.models import Creator
@@ -119,6 +121,15 @@ def database_url(request, tmp_path) -> str:
     url = request.getfixturevalue("postgres_schema")
     _truncate_postgres(url)
     return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db(request, tmp_path_factory) -> Iterator[Database]:
+    """A migrated database shared by a whole module (the offers' tests keep apart by
+    creator); see offers_support.open_database."""
+    database = open_database(request.param, request, tmp_path_factory)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

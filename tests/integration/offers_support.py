@@ -16,6 +16,7 @@ from plugins.offers.service import Offer
 from plugins.offers.validation import Audience, DiscountType, OfferData
 
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # the `clock` fixture's time
+DAY = timedelta(days=1)
 FAN = {"name": "Mia", "username": "mia", "subscribed_at": "2026-10-01T12:00:00+00:00"}
 
 
@@ -40,6 +41,18 @@ def open_database(kind: str, request, tmp_path_factory) -> Database:
 
 def _no_sync(dbapi_connection, _record) -> None:
     dbapi_connection.execute("PRAGMA synchronous=OFF")
+
+
+def offer_fields(**fields: Any) -> dict[str, Any]:
+    """A valid 20% offer for every fan, active from START for two days."""
+    return {
+        "name": "Welcome 20%",
+        "discount_type": "percentage",
+        "discount_value": Decimal(20),
+        "valid_from": START,
+        "valid_until": START + 2 * DAY,
+        **fields,
+    }
 
 
 def new_creator() -> str:

@@ -5,14 +5,13 @@ and checked like any action."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from itest_support import context, fan, steps_of
-from offers_support import START, new_creator, open_database
+from offers_support import START, new_creator
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -92,13 +91,6 @@ def test_the_welcome_offer_then_a_thank_you_for_redeeming_it(
 
 
 # --- create_offer by hand ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def db(request, tmp_path_factory) -> Iterator[Database]:
-    database = open_database(request.param, request, tmp_path_factory)
-    yield database
-    database.dispose()
 
 
 def step(creator_id: str, key: str, database: Database | None) -> ActionContext:

@@ -16,34 +16,23 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from offers_support import FAN, START, cents, fitting, new_creator, offers, open_database
+from offers_support import (
+    DAY,
+    FAN,
+    START,
+    cents,
+    fitting,
+    new_creator,
+    offer_fields,
+    offers,
+    open_database,
+)
 
 from engine.db import Database
 from engine.exceptions import Conflict, InvalidInput
 from engine.plugin_api import Money, TriggerContext
 from plugins.offers import analytics
 from plugins.offers.service import Offer, OffersService, Redemption, RedemptionRefused
-
-DAY = timedelta(days=1)
-
-
-def offer_fields(**fields: Any) -> dict[str, Any]:
-    """A 20% offer for every fan, active from START for two days."""
-    return {
-        "name": "Welcome 20%",
-        "discount_type": "percentage",
-        "discount_value": Decimal(20),
-        "valid_from": START,
-        "valid_until": START + 2 * DAY,
-        **fields,
-    }
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def db(request, tmp_path_factory) -> Iterator[Database]:
-    database = open_database(request.param, request, tmp_path_factory)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -6,45 +6,23 @@ plugin's migrations are found through its entry point like a third party's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from offers_support import START, fitting, new_creator, offers, open_database
+from offers_support import DAY, START, fitting, new_creator, offer_fields, offers
 from sqlalchemy import inspect
 
-from engine.db import Database
 from engine.exceptions import Conflict, InvalidInput, NotFound
 from engine.migrate import current
 from plugins.offers.service import OffersService, RedemptionRefused
 from plugins.offers.validation import InvalidOffer, OfferData, OfferStatus, parse_offer
 
-DAY = timedelta(days=1)
 PROPERTY = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-def percent(**fields) -> dict:
-    """A valid percentage offer for every fan, active from START for two days."""
-    return {
-        "name": "Welcome 20%",
-        "discount_type": "percentage",
-        "discount_value": Decimal(20),
-        "valid_from": START,
-        "valid_until": START + 2 * DAY,
-        **fields,
-    }
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def db(request, tmp_path_factory) -> Iterator[Database]:
-    database = open_database(request.param, request, tmp_path_factory)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
@@ -110,7 +88,7 @@ def service(db, clock) -> OffersService:
 )
 def test_invalid_offer_data_names_each_field(fields, errors):
     with pytest.raises(InvalidOffer) as caught:
-        parse_offer(percent(**fields))
+        parse_offer(offer_fields(**fields))
     assert {e.field for e in caught.value.errors} == errors
     assert isinstance(caught.value, InvalidInput) and caught.value.status_code == 422
     assert caught.value.field in errors
@@ -119,7 +97,7 @@ def test_invalid_offer_data_names_each_field(fields, errors):
 
 
 def test_every_broken_rule_is_reported_at_once():
-    data = percent(discount_value=Decimal(150), valid_until=START - DAY, name="", code="?")
+    data = offer_fields(discount_value=Decimal(150), valid_until=START - DAY, name="", code="?")
     with pytest.raises(InvalidOffer) as caught:
         parse_offer(data)
     assert [e.field for e in caught.value.errors] == ["name", "code", "discount_value",
@@ -129,7 +107,7 @@ def test_every_broken_rule_is_reported_at_once():
 def test_a_refused_offer_writes_nothing(service):
     creator = new_creator()
     with pytest.raises(InvalidOffer):
-        service.create(creator, percent(discount_value=Decimal(101)))
+        service.create(creator, offer_fields(discount_value=Decimal(101)))
     assert service.list(creator) == []
 
 
@@ -143,7 +121,7 @@ def test_the_plugins_tables_come_from_its_own_migration_branch(db):
 
 def test_create_get_update_delete(service, clock):
     creator = new_creator()
-    offer = service.create(creator, percent(code="Welcome20"))
+    offer = service.create(creator, offer_fields(code="Welcome20"))
     assert offer.status == OfferStatus.ACTIVE and offer.version == 1
     assert offer.redemption_count == 0 and offer.created_at == offer.updated_at == START
     assert service.get(offer.id) == offer
@@ -163,7 +141,7 @@ def test_create_get_update_delete(service, clock):
 
 
 def test_an_update_is_validated_as_a_whole_and_a_refused_one_changes_nothing(service):
-    offer = service.create(new_creator(), percent())
+    offer = service.create(new_creator(), offer_fields())
     with pytest.raises(InvalidOffer) as caught:
         service.update(offer.id, {"valid_until": START - DAY, "nme": "typo"})
     assert {e.field for e in caught.value.errors} == {"nme"}
@@ -174,7 +152,7 @@ def test_an_update_is_validated_as_a_whole_and_a_refused_one_changes_nothing(ser
 
 
 def test_a_stale_version_is_a_conflict_naming_the_current_version(service):
-    offer = service.create(new_creator(), percent())
+    offer = service.create(new_creator(), offer_fields())
     service.update(offer.id, {"name": "First"}, expected_version=1)
     with pytest.raises(Conflict) as caught:
         service.update(offer.id, {"name": "Second"}, expected_version=1)
@@ -188,7 +166,9 @@ def test_a_stale_version_is_a_conflict_naming_the_current_version(service):
 def test_status_is_derived_from_the_clock_when_read(service, clock):
     """Never stored: the same row reads scheduled, active, then expired."""
     creator = new_creator()
-    offer = service.create(creator, percent(valid_from=START + DAY, valid_until=START + 3 * DAY))
+    offer = service.create(
+        creator, offer_fields(valid_from=START + DAY, valid_until=START + 3 * DAY)
+    )
     expected = [(START, "scheduled"), (START + DAY, "active"),
                 (START + 3 * DAY - timedelta(microseconds=1), "active"),
                 (START + 3 * DAY, "expired")]  # fmt: skip
@@ -201,11 +181,11 @@ def test_status_is_derived_from_the_clock_when_read(service, clock):
 def test_list_by_status(service, clock):
     creator = new_creator()
     make = {
-        "draft": percent(name="draft", draft=True),
-        "scheduled": percent(name="scheduled", valid_from=START + DAY, valid_until=None),
-        "active": percent(name="active", max_redemptions=5),
-        "expired": percent(name="expired", valid_from=START - 2 * DAY, valid_until=START),
-        "exhausted": percent(name="exhausted", max_redemptions=1),
+        "draft": offer_fields(name="draft", draft=True),
+        "scheduled": offer_fields(name="scheduled", valid_from=START + DAY, valid_until=None),
+        "active": offer_fields(name="active", max_redemptions=5),
+        "expired": offer_fields(name="expired", valid_from=START - 2 * DAY, valid_until=START),
+        "exhausted": offer_fields(name="exhausted", max_redemptions=1),
     }
     ids = {name: service.create(creator, data).id for name, data in make.items()}
     service.redeem(ids["exhausted"], "fan-1", 10, "key-1")
@@ -220,7 +200,7 @@ def test_list_by_status(service, clock):
 
 
 def test_publishing_a_draft(service):
-    offer = service.create(new_creator(), percent(draft=True))
+    offer = service.create(new_creator(), offer_fields(draft=True))
     with pytest.raises(RedemptionRefused) as caught:
         service.redeem(offer.id, "fan-1", 10, "key-1")
     assert caught.value.reason == "draft"
@@ -231,16 +211,16 @@ def test_publishing_a_draft(service):
 
 def test_codes_are_case_insensitive_and_one_offer_answers_to_a_code_at_a_time(service, clock):
     creator = new_creator()
-    first = service.create(creator, percent(code="SPRING"))
+    first = service.create(creator, offer_fields(code="SPRING"))
     assert service.by_code(creator, "spring").id == first.id
     with pytest.raises(InvalidOffer) as caught:  # overlapping windows
-        service.create(creator, percent(code="Spring", valid_from=START + DAY))
+        service.create(creator, offer_fields(code="Spring", valid_from=START + DAY))
     assert caught.value.field == "code"
     # After the first one ends, or as a draft, or for another creator: allowed.
-    later = service.create(creator, percent(code="spring", valid_from=START + 2 * DAY,
+    later = service.create(creator, offer_fields(code="spring", valid_from=START + 2 * DAY,
                                             valid_until=None))  # fmt: skip
-    draft = service.create(creator, percent(code="SPRING", draft=True))
-    service.create(new_creator(), percent(code="SPRING"))
+    draft = service.create(creator, offer_fields(code="SPRING", draft=True))
+    service.create(new_creator(), offer_fields(code="SPRING"))
     with pytest.raises(InvalidOffer):
         service.update(draft.id, {"draft": False})
     clock.set(START + 2 * DAY)
@@ -251,8 +231,8 @@ def test_codes_are_case_insensitive_and_one_offer_answers_to_a_code_at_a_time(se
 
 def test_create_with_an_idempotency_key_creates_once(service):
     creator = new_creator()
-    first = service.create(creator, percent(), idempotency_key="exec-1:n3")
-    again = service.create(creator, percent(name="other"), idempotency_key="exec-1:n3")
+    first = service.create(creator, offer_fields(), idempotency_key="exec-1:n3")
+    again = service.create(creator, offer_fields(name="other"), idempotency_key="exec-1:n3")
     assert again == first and len(service.list(creator)) == 1
 
 
