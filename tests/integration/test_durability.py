@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import TypeVar
@@ -26,6 +26,7 @@ from worker_process import WorkerPool, worker_processes
 
 from engine import jobs
 from engine.automations import AutomationService
+from engine.clock import SystemClock
 from engine.creators import create_creator
 from engine.dispatch import Dispatcher
 from engine.events import TriggerContext
@@ -39,7 +40,7 @@ from engine.models import (
     StepStatus,
 )
 from engine.outbox import SqlOutbox
-from engine.runtime import Runtime, install
+from engine.runtime import Runtime
 from engine.settings import Settings
 
 T = TypeVar("T")
@@ -74,15 +75,9 @@ def settings(database_url, redis_url, tmp_path) -> Settings:
 
 
 @pytest.fixture
-def runtime(settings) -> Iterator[Runtime]:
+def clock() -> SystemClock:
     # The system clock, not the suite's FixedClock: worker processes read the time too.
-    runtime = Runtime.start(settings)
-    runtime.redis.flushdb()
-    install(runtime)
-    yield runtime
-    install(None)
-    runtime.redis.flushdb()
-    runtime.close()
+    return SystemClock()
 
 
 @pytest.fixture
