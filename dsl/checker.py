@@ -62,18 +62,20 @@ class _AutomationChecker:
 
     # --- Trigger and steps -------------------------------------------------------
 
+    def unknown(self, kind: str, node: ast.Trigger | ast.Action, known: Mapping) -> None:
+        self.out.append(
+            error(
+                f"unknown {kind} `{node.name}`",
+                node.span,
+                hint=did_you_mean(node.name, known) or _known(f"{kind}s", known),
+                code=f"unknown-{kind}",
+            )
+        )
+
     def trigger(self, trigger: ast.Trigger) -> None:
         spec = self.catalog.triggers.get(trigger.name)
         if spec is None:
-            self.out.append(
-                error(
-                    f"unknown trigger `{trigger.name}`",
-                    trigger.span,
-                    hint=did_you_mean(trigger.name, self.catalog.triggers)
-                    or _known("triggers", self.catalog.triggers),
-                    code="unknown-trigger",
-                )
-            )
+            self.unknown("trigger", trigger, self.catalog.triggers)
             return
         self.fields = spec.fields
         self.arguments(f"the trigger `{trigger.name}`", spec.config_model, trigger)
@@ -95,15 +97,7 @@ class _AutomationChecker:
     def action(self, action: ast.Action) -> None:
         spec = self.catalog.actions.get(action.name)
         if spec is None:
-            self.out.append(
-                error(
-                    f"unknown action `{action.name}`",
-                    action.span,
-                    hint=did_you_mean(action.name, self.catalog.actions)
-                    or _known("actions", self.catalog.actions),
-                    code="unknown-action",
-                )
-            )
+            self.unknown("action", action, self.catalog.actions)
             return
         self.arguments(f"`{action.name}`", spec.config_model, action)
 
