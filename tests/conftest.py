@@ -26,3 +26,13 @@ def write_hz(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def fake_llm():
+    """An OpenAI-compatible server on 127.0.0.1 answering what the test scripts
+    (tests/llm_server.py); build a client for it with ``llm_server.client_for``."""
+    from llm_server import FakeLLM
+
+    with FakeLLM() as fake:
+        yield fake
