@@ -1,9 +1,11 @@
 """``AutomationService``: automations as the design document has them, stored with their
 source text and compiled graph.
 
-Saving runs the same checker as ``huntaze check``: text with an error is refused with
-its diagnostics and nothing is written. Every saved version's graph is kept, so an
-execution that waits while its automation is edited resumes the version it started.
+Saving runs the same checker as ``huntaze check``, then the creator's policy (the
+guardrails of ``dsl.policy``: discounts, offer length, messages per fan per day): text
+with an error is refused with its diagnostics and nothing is written, however it was
+written (by hand or by the AI). Every saved version's graph is kept, so an execution
+that waits while its automation is edited resumes the version it started.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from sqlalchemy.orm.exc import StaleDataError
 from dsl import analyse, compile_automation
 from dsl.diagnostics import Diagnostic
 from dsl.parser import parse
+from dsl.policy import Policy, check_policy
+from engine.creators import get_policy
 from engine.dispatch import Dispatcher
 from engine.events import TriggerContext
 from engine.exceptions import Conflict, InvalidAutomation, InvalidInput, NotFound
@@ -60,9 +64,16 @@ class AutomationService:
     # --- Writing ---------------------------------------------------------------------
 
     def create(
-        self, creator_id: str, source: str, status: str = AutomationStatus.DRAFT
+        self,
+        creator_id: str,
+        source: str,
+        status: str = AutomationStatus.DRAFT,
+        *,
+        confirmed: bool = False,
     ) -> Automation:
-        graph, _ = self.compile(source)
+        """Save a new automation. ``confirmed``: the creator confirmed the discounts
+        their policy asks them to confirm."""
+        graph, _ = self.compile(source, creator_id, confirmed=confirmed)
         status = _status(status)
 
         def create(session: Session) -> Automation:
@@ -93,10 +104,15 @@ class AutomationService:
         source: str | None = None,
         status: str | None = None,
         expected_version: int | None = None,
+        confirmed: bool = False,
     ) -> Automation:
         """Change the text, the status or both. With ``expected_version``, refuse
-        (:class:`Conflict`) if someone saved a newer version meanwhile."""
-        graph = self.compile(source)[0] if source is not None else None
+        (:class:`Conflict`) if someone saved a newer version meanwhile. New text is
+        checked against the creator's policy as :meth:`create` does."""
+        graph = None
+        if source is not None:
+            creator_id = self.get(automation_id).creator_id
+            graph = self.compile(source, creator_id, confirmed=confirmed)[0]
         status = _status(status) if status is not None else None
 
         def update(session: Session) -> Automation:
@@ -156,13 +172,28 @@ class AutomationService:
 
     # --- Checking --------------------------------------------------------------------
 
-    def check(self, source: str) -> list[Diagnostic]:
-        """Every problem in ``source`` (errors and warnings), nothing saved."""
-        _, diagnostics = analyse(source, self.runtime.plugins.catalog)
+    def check(
+        self, source: str, creator_id: str | None = None, *, confirmed: bool = False
+    ) -> list[Diagnostic]:
+        """Every problem in ``source`` (errors and warnings), nothing saved; with
+        ``creator_id``, what their policy would refuse too (once the text is valid)."""
+        module, diagnostics = analyse(source, self.runtime.plugins.catalog)
+        valid = module is not None and not any(d.is_error for d in diagnostics)
+        if creator_id is not None and valid:
+            found = check_policy(module, self.policy(creator_id), confirmed=confirmed)
+            diagnostics = _in_order([*diagnostics, *found])
         return diagnostics
 
-    def compile(self, source: str) -> tuple[dict, list[Diagnostic]]:
-        """The graph of the one automation in ``source``, or InvalidAutomation."""
+    def policy(self, creator_id: str) -> Policy:
+        """The creator's policy, as saving checks it (see engine.creators.get_policy)."""
+        default = self.runtime.settings.messages_per_fan_per_day
+        return self.runtime.db.run(lambda s: get_policy(s, creator_id, default))
+
+    def compile(
+        self, source: str, creator_id: str | None = None, *, confirmed: bool = False
+    ) -> tuple[dict, list[Diagnostic]]:
+        """The graph of the one automation in ``source``, or InvalidAutomation. With
+        ``creator_id``, the creator's policy is checked too (its errors refuse it)."""
         module, diagnostics = analyse(source, self.runtime.plugins.catalog)
         errors = [d for d in diagnostics if d.is_error]
         if module is None or errors:
@@ -172,22 +203,33 @@ class AutomationService:
                 f"the text holds {len(module.automations)} automations; save them one by one",
                 "source",
             )
+        if creator_id is not None:
+            found = check_policy(module, self.policy(creator_id), confirmed=confirmed)
+            if any(d.is_error for d in found):
+                raise InvalidAutomation([d for d in found if d.is_error], source)
+            diagnostics = _in_order([*diagnostics, *found])
         graph = compile_automation(module.automations[0], self.runtime.plugins.catalog)
         return graph.to_json(), diagnostics
 
     def save_all(
-        self, creator_id: str, sources: Sequence[str], status: str = AutomationStatus.ACTIVE
+        self,
+        creator_id: str,
+        sources: Sequence[str],
+        status: str = AutomationStatus.ACTIVE,
+        *,
+        confirmed: bool = False,
     ) -> list[Automation]:
-        """Create or replace (by name) each automation: for loading files."""
+        """Create or replace (by name) each automation: for loading files. Every text is
+        checked (and against the creator's policy) before any is saved."""
+        graphs = [self.compile(source, creator_id, confirmed=confirmed)[0] for source in sources]
         existing = {a.name: a for a in self.list(creator_id)}
         saved = []
-        for source in sources:
-            graph, _ = self.compile(source)
+        for source, graph in zip(sources, graphs, strict=True):
             old = existing.get(graph["name"])
             if old is None:
-                saved.append(self.create(creator_id, source, status))
+                saved.append(self.create(creator_id, source, status, confirmed=confirmed))
             elif old.source != source or old.status != status:
-                saved.append(self.update(old.id, source=source, status=status))
+                saved.append(self.update(old.id, source=source, status=status, confirmed=confirmed))
             else:
                 saved.append(old)
         return saved
@@ -197,6 +239,10 @@ def split_automations(text: str, filename: str = "<text>") -> list[str]:
     """The text of each automation in a file (comments inside them kept), for saving
     them one by one. Raises DslError if the file does not parse."""
     return [text[a.span.start : a.span.end] for a in parse(text, filename).automations]
+
+
+def _in_order(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    return sorted(diagnostics, key=lambda d: (d.span.line, d.span.column))
 
 
 def _snapshot(session: Session, automation: Automation) -> None:

@@ -1,13 +1,18 @@
-"""Creators (the design's ``userId``) and their API tokens, stored hashed."""
+"""Creators (the design's ``userId``), their guardrails (:class:`Policy`) and their API
+tokens, stored hashed."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dsl.policy import Policy
 from engine.exceptions import InvalidInput, NotFound
 from engine.models import ApiToken, Creator, utcnow
 
@@ -25,6 +30,48 @@ def create_creator(
     session.add(creator)
     session.flush()
     return creator
+
+
+def get_policy(session: Session, creator_id: str, default_messages_per_day: int) -> Policy:
+    """The creator's policy: the settings they changed, over the defaults.
+
+    Unless they set ``max_messages_per_fan_per_day`` themselves, it is their daily
+    message cap (``default_messages_per_day``, the engine's, when they have none): an
+    automation that alone would send more than the engine lets through is refused."""
+    creator = session.get(Creator, creator_id)
+    if creator is None:
+        raise NotFound(f"no creator `{creator_id}`")
+    cap = creator.messages_per_fan_per_day
+    return effective_policy(creator.policy, default_messages_per_day if cap is None else cap)
+
+
+def effective_policy(stored: Mapping[str, Any] | None, messages_per_day: int) -> Policy:
+    """A stored policy over the defaults, with ``messages_per_day`` unless it sets its own."""
+    values = {"max_messages_per_fan_per_day": messages_per_day, **(stored or {})}
+    return Policy.model_validate(values)
+
+
+def set_policy(
+    session: Session, creator_id: str, policy: Policy | Mapping[str, Any] | None
+) -> Policy:
+    """Store the creator's policy: only the settings it gives, so the others follow the
+    defaults (None or ``{}``: every default). Returns the policy as validated."""
+    creator = session.get(Creator, creator_id)
+    if creator is None:
+        raise NotFound(f"no creator `{creator_id}`")
+    if not isinstance(policy, Policy):
+        try:
+            policy = Policy.model_validate(policy or {})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            prefix = f"{where}: " if where else ""
+            field = f"policy.{where}" if where else "policy"
+            raise InvalidInput(f"invalid policy: {prefix}{problem['msg']}", field) from None
+    stored = policy.model_dump(mode="json", exclude_unset=True)
+    creator.policy = stored or None
+    session.flush()
+    return policy
 
 
 def _hash(token: str) -> str:

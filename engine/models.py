@@ -110,6 +110,9 @@ class Creator(Base):
     name: Mapped[str] = mapped_column(String(200))
     # None: the engine-wide default (Settings.messages_per_fan_per_day).
     messages_per_fan_per_day: Mapped[int | None]
+    # The creator's guardrails (dsl.policy.Policy), only the settings they changed;
+    # None: the defaults. Read and written through engine.creators.
+    policy: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

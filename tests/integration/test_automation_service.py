@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from dsl import RuleGraph, compile_automation, export_flow, parse
 from engine.catalogue import load_catalogue
-from engine.creators import create_creator
+from engine.creators import create_creator, set_policy
 from engine.exceptions import Conflict, InvalidAutomation, InvalidInput, NotFound
 from engine.models import Automation, AutomationVersion
 
@@ -223,6 +223,10 @@ def test_property_1_automation_flow_round_trip(automations, creator, data):
     """Property 1: Automation Flow Round Trip — for any valid automation, saving it to the
     database and getting it back gives the same source, graph and steps."""
     text = data
+    # The generated texts may send many messages a day: storage, not policy, is tested.
+    automations.runtime.db.run(
+        lambda s: set_policy(s, creator.id, {"max_messages_per_fan_per_day": 99})
+    )
     expected = RuleGraph.from_json(_graph(text))
     saved = automations.create(creator.id, text, status="active")
     got = automations.get(saved.id)

@@ -24,7 +24,7 @@ from itest_support import (
 from sqlalchemy import func, select, update
 
 from engine.catalogue import LoadedCatalogue
-from engine.creators import create_creator
+from engine.creators import create_creator, set_policy
 from engine.jobs import run_executions, runner_for, sweep
 from engine.models import Execution, Fan, OutboxMessage, StepRun, utcnow
 from engine.runner import GraphCache
@@ -325,6 +325,9 @@ def test_the_daily_cap_stops_the_next_message_and_the_trace_says_so(
     runtime, clock, automations, dispatcher, drain
 ):
     capped = runtime.db.run(lambda s: create_creator(s, "Capped", messages_per_fan_per_day=2))
+    # The policy refuses to save an automation that alone goes beyond the cap: lift it,
+    # so that the cap itself is what stops the message here.
+    runtime.db.run(lambda s: set_policy(s, capped.id, {"max_messages_per_fan_per_day": 10}))
     text = automation("Three", "new_subscriber", 'send_message text: "one"',
                       'send_message text: "two"', 'send_message text: "three"',
                       'add_tag tag: "after"')  # fmt: skip
@@ -365,6 +368,8 @@ def test_the_engine_default_cap_applies_without_the_creators_own(
 ):
     limit = runtime.settings.messages_per_fan_per_day
     sends = [f'send_message text: "m{i}"' for i in range(limit + 1)]
+    # As above: the policy would refuse this automation; the cap is under test here.
+    runtime.db.run(lambda s: set_policy(s, creator.id, {"max_messages_per_fan_per_day": 99}))
     automations.create(creator.id, automation("Many", "new_subscriber", *sends), status="active")
     (execution_id,) = dispatcher.dispatch(context("new_subscriber", creator.id)).execution_ids
     drain()

@@ -1,0 +1,208 @@
+"""A creator's policy, stored per creator, guards every save: on both databases, a text
+that goes beyond it is refused with its diagnostics and nothing is written; a confirmed
+discount is saved; each creator's own policy decides."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from dsl.policy import Policy
+from engine.creators import create_creator, get_policy, set_policy
+from engine.exceptions import InvalidAutomation, InvalidInput, NotFound
+from engine.models import Automation, AutomationVersion, Creator
+
+
+def _offer(discount: str, name: str = "Offer") -> str:
+    return f"""\
+automation "{name}" {{
+  when new_subscriber
+  create_offer discount: {discount}, valid_for: 2d
+}}
+"""
+
+
+def _sends(count: int, name: str = "Sends") -> str:
+    sends = "".join(f'  send_message text: "m{i}"\n' for i in range(count))
+    return f'automation "{name}" {{\n  when new_subscriber\n{sends}}}\n'
+
+
+def _counts(runtime) -> tuple[int, int]:
+    return runtime.db.run(
+        lambda s: (
+            s.scalar(select(func.count(Automation.id))),
+            s.scalar(select(func.count()).select_from(AutomationVersion)),
+        )
+    )
+
+
+def _set(runtime, creator_id: str, policy) -> Policy:
+    return runtime.db.run(lambda s: set_policy(s, creator_id, policy))
+
+
+def _stored(runtime, creator_id: str):
+    return runtime.db.run(lambda s: s.get(Creator, creator_id).policy)
+
+
+# --- Storage --------------------------------------------------------------------------------
+
+
+def test_without_a_stored_policy_the_defaults_and_the_message_cap_apply(
+    runtime, automations, creator
+):
+    assert _stored(runtime, creator.id) is None
+    cap = runtime.settings.messages_per_fan_per_day
+    assert automations.policy(creator.id) == Policy(max_messages_per_fan_per_day=cap)
+    capped = runtime.db.run(lambda s: create_creator(s, "Capped", messages_per_fan_per_day=1))
+    assert automations.policy(capped.id).max_messages_per_fan_per_day == 1
+
+
+def test_only_the_settings_given_are_stored(runtime, automations, creator):
+    _set(runtime, creator.id, {"max_discount": "30%", "max_offer_validity": "2w"})
+    assert _stored(runtime, creator.id) == {"max_discount": 30, "max_offer_validity": "2w"}
+    policy = automations.policy(creator.id)
+    assert policy.max_discount == 30
+    assert policy.max_offer_validity == timedelta(weeks=2)
+    assert policy.confirm_discount_above == Policy().confirm_discount_above
+
+    _set(runtime, creator.id, Policy(confirm_discount_above=Decimal("12.5"),
+                                     max_fixed_discount=None))  # fmt: skip
+    assert _stored(runtime, creator.id) == {
+        "confirm_discount_above": 12.5,
+        "max_fixed_discount": None,
+    }
+    assert automations.policy(creator.id).max_fixed_discount is None
+
+    _set(runtime, creator.id, None)
+    assert _stored(runtime, creator.id) is None
+    _set(runtime, creator.id, {})
+    assert _stored(runtime, creator.id) is None
+
+
+def test_a_stored_message_limit_wins_over_the_cap(runtime, automations):
+    capped = runtime.db.run(lambda s: create_creator(s, "Capped", messages_per_fan_per_day=1))
+    _set(runtime, capped.id, {"max_messages_per_fan_per_day": 4})
+    policy = runtime.db.run(lambda s: get_policy(s, capped.id, 99))
+    assert policy.max_messages_per_fan_per_day == 4
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"max_discount": 150}, "policy.max_discount"),
+        ({"max_offer_validity": "never"}, "policy.max_offer_validity"),
+        ({"max_emails": 3}, "policy.max_emails"),
+    ],
+)
+def test_an_invalid_policy_is_refused_and_the_old_one_kept(runtime, creator, policy, field):
+    _set(runtime, creator.id, {"max_discount": 20})
+    with pytest.raises(InvalidInput) as caught:
+        _set(runtime, creator.id, policy)
+    assert caught.value.field == field
+    assert str(caught.value).startswith("invalid policy: ")
+    assert _stored(runtime, creator.id) == {"max_discount": 20}
+
+
+def test_unknown_creators(runtime, automations):
+    with pytest.raises(NotFound):
+        _set(runtime, "nobody", {"max_discount": 20})
+    with pytest.raises(NotFound):
+        automations.policy("nobody")
+
+
+# --- Saving ---------------------------------------------------------------------------------
+
+
+def test_a_save_beyond_the_policy_is_refused_and_nothing_written(runtime, automations, creator):
+    text = _offer("60%")
+    with pytest.raises(InvalidAutomation) as caught:
+        automations.create(creator.id, text, status="active")
+    error = caught.value
+    assert error.source == text and error.field == "source"
+    assert [(d.code, d.span.line, d.span.column) for d in error.diagnostics] == [
+        ("policy.max-discount", 3, 26)
+    ]
+    assert error.diagnostics[0].hint
+    assert _counts(runtime) == (0, 0)
+    with pytest.raises(InvalidAutomation):
+        automations.create(creator.id, text, confirmed=True)  # confirming is not enough
+    assert _counts(runtime) == (0, 0)
+
+
+def test_a_discount_that_needs_confirmation_is_saved_once_confirmed(runtime, automations, creator):
+    text = _offer("45%")
+    with pytest.raises(InvalidAutomation) as caught:
+        automations.create(creator.id, text)
+    assert [d.code for d in caught.value.diagnostics] == ["policy.confirm-discount"]
+    assert _counts(runtime) == (0, 0)
+
+    saved = automations.create(creator.id, text, confirmed=True)
+    assert automations.get(saved.id).source == text
+    assert _counts(runtime) == (1, 1)
+
+
+def test_an_update_beyond_the_policy_changes_nothing(runtime, automations, creator):
+    saved = automations.create(creator.id, _offer("20%"))
+    with pytest.raises(InvalidAutomation) as caught:
+        automations.update(saved.id, source=_offer("45%"), status="active")
+    assert [d.code for d in caught.value.diagnostics] == ["policy.confirm-discount"]
+    got = automations.get(saved.id)
+    assert (got.source, got.status, got.version) == (_offer("20%"), "draft", 1)
+    assert _counts(runtime) == (1, 1)
+
+    automations.update(saved.id, source=_offer("45%"), confirmed=True)
+    assert automations.get(saved.id).version == 2
+    # A change of status alone leaves the text, and its confirmation, as they were.
+    automations.update(saved.id, status="active")
+    assert automations.get(saved.id).status == "active"
+
+
+def test_each_creator_s_policy_decides(runtime, automations, creator):
+    generous = runtime.db.run(lambda s: create_creator(s, "Generous"))
+    strict = runtime.db.run(lambda s: create_creator(s, "Strict"))
+    _set(runtime, generous.id, {"max_discount": 70, "confirm_discount_above": 70})
+    _set(runtime, strict.id, {"max_discount": 15})
+
+    assert automations.create(generous.id, _offer("60%")).creator_id == generous.id
+    with pytest.raises(InvalidAutomation):
+        automations.create(creator.id, _offer("60%"))
+    assert automations.create(creator.id, _offer("20%")).creator_id == creator.id
+    with pytest.raises(InvalidAutomation) as caught:
+        automations.create(strict.id, _offer("20%"))
+    assert "15% at most" in caught.value.diagnostics[0].message
+    assert _counts(runtime) == (2, 2)
+
+
+def test_the_daily_message_cap_bounds_what_one_automation_may_send(runtime, automations):
+    capped = runtime.db.run(lambda s: create_creator(s, "Capped", messages_per_fan_per_day=2))
+    with pytest.raises(InvalidAutomation) as caught:
+        automations.create(capped.id, _sends(3))
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.code == "policy.messages-per-day"
+    assert diagnostic.span.line == 5  # the third message
+    assert automations.create(capped.id, _sends(2)).name == "Sends"
+    _set(runtime, capped.id, {"max_messages_per_fan_per_day": 3})
+    assert automations.create(capped.id, _sends(3, "Three")).name == "Three"
+
+
+def test_check_reports_the_policy_without_saving(runtime, automations, creator):
+    text = _offer("45%")
+    assert automations.check(text) == []
+    assert [d.code for d in automations.check(text, creator.id)] == ["policy.confirm-discount"]
+    assert automations.check(text, creator.id, confirmed=True) == []
+    # Text with errors: the policy waits until the text itself is valid.
+    broken = _offer("45%").replace("new_subscriber", "new_subscribr")
+    assert [d.code for d in automations.check(broken, creator.id)] == ["unknown-trigger"]
+    assert _counts(runtime) == (0, 0)
+
+
+def test_save_all_writes_nothing_if_any_text_goes_beyond_the_policy(runtime, automations, creator):
+    sources = [_offer("10%", "Fine"), _offer("45%", "Needs confirming")]
+    with pytest.raises(InvalidAutomation):
+        automations.save_all(creator.id, sources)
+    assert _counts(runtime) == (0, 0)
+    saved = automations.save_all(creator.id, sources, confirmed=True)
+    assert [a.name for a in saved] == ["Fine", "Needs confirming"]
