@@ -37,7 +37,8 @@ never on its text:
 
 Rates are over the whole set. Message texts are not compared: any wording will do.
 
-Run: ``.venv/bin/python bench/ai_eval.py [--translator-only] [--misses] [--set FILE]``
+Run: ``.venv/bin/python bench/ai_eval.py [--translator-only] [--misses] [--set FILE]
+[--rows 56-77]`` (``--rows``: only these lines of the set, counted from 1).
 """
 
 from __future__ import annotations
@@ -254,12 +255,22 @@ def _describe_miss(s: Score) -> str:
 
 
 def _show(values: Counter) -> str:
+    """Values in the language's notation: 3d, 15%, USD 10, "vip"."""
+
     def one(v: object) -> str:
         if isinstance(v, tuple):
-            return f"{v[1]} {v[0]}"
-        return f"{v}%" if isinstance(v, Decimal) else str(v)
+            return f"{v[1]} {format(v[0], 'f')}"
+        if isinstance(v, Decimal):
+            return f"{format(v, 'f')}%"
+        if isinstance(v, int):
+            unit = next(u for u, size in _UNITS if v % size == 0)
+            return f"{v // dict(_UNITS)[unit]}{unit}"
+        return json.dumps(v, ensure_ascii=False)
 
     return "[" + ", ".join(one(v) for v in sorted(values.elements(), key=str)) + "]"
+
+
+_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,17 +282,22 @@ def main(argv: list[str] | None = None) -> int:
         help="call the offline translator directly instead of the builder",
     )
     parser.add_argument("--misses", action="store_true", help="list every request missed")
+    parser.add_argument("--rows", help="only these lines of the set, as FIRST-LAST (from 1)")
     args = parser.parse_args(argv)
 
     from engine.catalogue import load_catalogue
 
     catalog = load_catalogue().catalog
     labels = load_set(args.set)
+    if args.rows:
+        first, _, last = args.rows.partition("-")
+        labels = labels[int(first) - 1 : int(last or first)]
     name, produce = (translator if args.translator_only else builder)(catalog)
     started = time.perf_counter()
     scores = evaluate(labels, produce, catalog)
     elapsed = time.perf_counter() - started
-    print(f"{name}: {len(labels)} requests from {args.set.name} in {elapsed:.1f} s")
+    rows = f" (lines {args.rows})" if args.rows else ""
+    print(f"{name}: {len(labels)} requests from {args.set.name}{rows} in {elapsed:.1f} s")
     for criterion, rate in rates(scores).items():
         hits = sum(s.marks[criterion] for s in scores)
         print(f"  {criterion:<12} {rate:6.1%}  ({hits}/{len(scores)})")

@@ -126,7 +126,9 @@ _UNITS = {
     "month": ("d", 30),
 }  # fmt: skip
 _DURATION = (
-    r"(?:(?P<dn>\d{1,4})(?P<du>[smhdw])\b|(?P<wn>" + _NUM + r")[\s-]*"
+    r"(?:(?P<dn>\d{1,4})(?P<du>[smhdw])\b|(?P<wn>"
+    + _NUM
+    + r")(?:\s+(?:more|extra|whole|full))?[\s-]*"
     r"(?P<wu>seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|wks?|months?)\b)"
 )
 _MONEY = (
@@ -286,6 +288,11 @@ def _tag_action(kind: str, named: bool = False) -> Handler:
     return handler
 
 
+def _vip(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
+    test = ast.Compare("in", ast.String("vip"), ast.Field(("fan", "tags")))
+    return [_Item("condition", m.start(), test), _Item("tag", m.start(), "vip")]
+
+
 def _not_bought(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
     return _condition(_compare("==", "fan.total_spent", ast.Money(Decimal(0))), m.start())
 
@@ -346,13 +353,30 @@ _COUNTRIES = {
 }  # fmt: skip
 
 
+_COUNTRY = "(?:" + "|".join(re.escape(c) for c in sorted(_COUNTRIES, key=len, reverse=True)) + ")"
+
+
 def _country(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
-    code = _COUNTRIES[m.group("country")]
-    creator = m.group("country") == "us" and not m.group("the")
+    named = re.findall(rf"(?<![\w.]){_COUNTRY}(?![\w.])", m.group("country"))
+    creator = named == ["us"] and not m.group("the")
     if creator and not re.search(r"\bUS\b", ctx.original):
         return None  # "from us" is the creator, not the United States
-    op = "!=" if m.group("neg") else "=="
-    return _condition(_compare(op, "fan.country", ast.String(code)), m.start())
+    codes = list(dict.fromkeys(_COUNTRIES[c] for c in named))
+    negated = bool(m.group("neg"))
+    if len(codes) == 1:
+        test = _compare("!=" if negated else "==", "fan.country", ast.String(codes[0]))
+    else:
+        countries = ast.ListExpr(tuple(ast.String(c) for c in codes))
+        test = _compare("not in" if negated else "in", "fan.country", countries)
+    return _condition(test, m.start())
+
+
+def _keyword(word: str, ctx: _Context) -> str:
+    """A quoted keyword as written; a plain word in the singular ("prices" → "price"),
+    which `in` also finds in the plural."""
+    if word.startswith("⟦"):
+        return ctx.quoted(word).strip()
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 def _keywords(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
@@ -361,8 +385,8 @@ def _keywords(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None
     if re.search(r"\b(?:reply|respond|answer|send|say|saying|text|dm|write)\s*$",
                  clause.text[: m.start()]):  # fmt: skip
         return None  # "reply with '...'" is the message, not what the fan wrote
-    words = [ctx.quoted(w).strip() for w in re.findall(rf"{_TOKEN}|[a-z0-9']+", m.group("kw"))]
-    words = [w for w in words if w and w != "or" and w not in _NOT_A_TAG]
+    words = [_keyword(w, ctx) for w in re.findall(rf"{_TOKEN}|[a-z0-9']+", m.group("kw"))]
+    words = [w for w in words if w and w not in _NOT_A_TAG]
     if not words:
         return None
     expr: ast.Expr | None = None
@@ -428,7 +452,10 @@ _INTENTS: tuple[tuple[str, str], ...] = (
     ("remind", r"remind"),
     ("thank", r"\bthank|\bthanks|\bthx|\bty\b|grateful|appreciat"),
     ("welcome", r"welcom|greet"),
-    ("ask", r"\bask|feedback|enjoy|liking|liked? it|(?:like|want) to see|how (?:they|it)"),
+    (
+        "ask",
+        r"\bask|check[- ]?in|feedback|enjoy|liking|liked? it|(?:like|want) to see|how (?:they|it)",
+    ),
     ("hello", r"\b(?:hi|hello|hey)\b"),
     ("reply", r"\b(?:reply|respond|answer)"),
 )
@@ -473,18 +500,18 @@ RULES_BEFORE_TRIGGER: tuple[Rule, ...] = (
     Rule(
         "add tag",
         re.compile(
-            rf"\b(?P<verb>tag|label|mark)\s+(?:{_PRONOUN}\s+)?(?:as\s+|with\s+)?(?:the\s+|a\s+)?"
-            rf"{_TAG}(?!\s+(?:who|that|when|if|whose|from|as|with)\b)(?:\s+tag\b)?"
-        ),
-        _tag_action("add_tag"),
-    ),
-    Rule(
-        "add tag",
-        re.compile(
             rf"\b(?P<verb>tag|label|mark)\b(?:\s+[^\s,]+){{1,6}}?\s+(?:as|with)\s+(?:the\s+)?{_TAG}"
         ),
         _tag_action("add_tag"),
         mask_groups=("verb", "tag"),
+    ),
+    Rule(
+        "add tag",
+        re.compile(
+            rf"\b(?P<verb>tag|label|mark)\s+(?:{_PRONOUN}\s+)?(?:as\s+|with\s+)?(?:the\s+|a\s+)?"
+            rf"{_TAG}(?!\s+(?:who|that|when|if|whose|from|as|with)\b)(?:\s+tag\b)?"
+        ),
+        _tag_action("add_tag"),
     ),
     Rule(
         "add tag",
@@ -507,6 +534,8 @@ RULES_BEFORE_TRIGGER: tuple[Rule, ...] = (
         re.compile(rf"\buntag\s+(?:{_PRONOUN}\s+)?(?:as\s+)?{_TAG}"),
         _tag_action("remove_tag"),
     ),
+    # "VIPs" are the fans tagged vip.
+    Rule("vip", re.compile(r"\bvips?\b(?:\s+fans?)?"), _vip),
     # "haven't bought" is a condition, never the purchase trigger.
     Rule(
         "has not bought",
@@ -533,7 +562,7 @@ _TRIGGER_WORDS: dict[str, tuple[str, ...]] = {
         r"\b(?:sub|subs|subscription|subscriptions|membership)\b(?:'s)?\s+(?:[\w']+\s+){0,3}?"
         r"(?:expir\w*|ends?\b|ending|runs? out|run out|renews?\b|renewal|lapses?|is up)",
         r"\b(?:about to|going to|gonna|will soon|soon to)\s+(?:expire|end|run out|lapse)",
-        r"\b(?:expiring|expiry|renewal reminder)\b",
+        r"\b(?:expiring|expiry)\b",
         r"\bbefore (?:the |their |a fan's |his |her )?(?:sub|subscription)",
     ),
     "message_received": (
@@ -561,7 +590,7 @@ _WEAK_TRIGGER_WORDS: dict[str, str] = {
     "new_subscriber": r"\bwelcom",
     "subscription_expiring": r"\brenew\w*|\bexpir\w*",
     "message_received": r"\b(?:reply|replies|respond|messages?|dms?)\b",
-    "purchase_completed": r"\bpurchase|\bsales?\b",
+    "purchase_completed": r"\bpurchase|\bsales?\b|\bspen(?:d|ds|t|ding)\b",
 }
 
 
@@ -636,8 +665,9 @@ RULES_AFTER_TRIGGER: tuple[Rule, ...] = (
     Rule(
         "country",
         re.compile(
-            r"\b(?:(?P<neg>not\s+)?(?:from|in|living in|based in|located in)\s+)(?P<the>the\s+)?"
-            r"(?P<country>" + "|".join(re.escape(c) for c in _COUNTRIES) + r")(?![\w.])"
+            rf"\b(?:(?P<neg>not\s+)?(?:from|in|living in|based in|located in)\s+)(?P<the>the\s+)?"
+            rf"(?P<country>{_COUNTRY}(?:(?:\s*,\s*|\s+or\s+|\s*/\s*)(?:the\s+)?{_COUNTRY})*)"
+            r"(?![\w.])"
         ),
         _country,
     ),
@@ -676,6 +706,11 @@ RULES_AFTER_TRIGGER: tuple[Rule, ...] = (
         lambda m, c, x: [_Item("wait", m.start(), ast.Duration(1, "d"))],
     ),
     Rule("discount", re.compile(_PERCENT), _discount_percent),
+    Rule(
+        "discount",
+        re.compile(r"\bhalf[- ](?:off|price)\b"),
+        lambda m, c, x: [_Item("discount", m.start(), ast.Percent(Decimal(50)))],
+    ),
     Rule(
         "discount",
         re.compile(rf"{_MONEY}(?=\s*(?:off|discount|coupon|voucher|reduction))"),
@@ -819,7 +854,9 @@ def _read(description: str, catalog: Catalog) -> _Plan:
     clauses, quotes = _prepare(description)
     ctx = _Context(catalog, quotes, description)
     _apply(RULES_BEFORE_TRIGGER, clauses, ctx)
-    ctx.trigger = _choose_trigger(clauses, catalog)
+    recognised = _choose_trigger(clauses, catalog)
+    # Without a trigger named, the rules still read conditions for the default one.
+    ctx.trigger = recognised or _default_trigger(catalog)
     rules = list(RULES_AFTER_TRIGGER)
     if ctx.trigger is not None:
         rules = [
@@ -827,7 +864,7 @@ def _read(description: str, catalog: Catalog) -> _Plan:
             for r in rules
         ]
     _apply((r for r in rules if r.concept != "trigger" or ctx.trigger), clauses, ctx)
-    return _Builder(ctx, clauses, description).plan()
+    return _Builder(ctx, clauses, description).plan(recognised)
 
 
 def _mentions(expr: ast.Expr) -> set[str]:
@@ -865,8 +902,23 @@ class _Scope:
     def node(self) -> ast.If | None:
         if self.condition is None or (not self.body and not self.else_body):
             return None
+        if not self.body:  # "if X do nothing, otherwise Y": `if not X { Y }`
+            return ast.If((ast.Branch(_negate(self.condition), tuple(self.else_body or ())),))
         branch = ast.Branch(self.condition, tuple(self.body))
         return ast.If((branch,), tuple(self.else_body) if self.else_body else None)
+
+
+_OPPOSITES = {"==": "!=", "<": ">=", ">": "<=", "in": "not in"}
+_OPPOSITES.update({v: k for k, v in _OPPOSITES.items()})
+
+
+def _negate(condition: ast.Expr) -> ast.Expr:
+    """`not condition`, written as the opposite comparison where there is one."""
+    if isinstance(condition, ast.Compare):
+        return replace(condition, op=_OPPOSITES[condition.op])
+    if isinstance(condition, ast.Not):
+        return condition.operand
+    return ast.Not(condition)
 
 
 class _Builder:
@@ -910,7 +962,7 @@ class _Builder:
 
     # -- clauses --
 
-    def plan(self) -> _Plan:
+    def plan(self, recognised: str | None) -> _Plan:
         previous: _Clause | None = None
         for clause in self.clauses:
             _lend_validity(previous, clause)
@@ -918,11 +970,10 @@ class _Builder:
         for clause in self.clauses:
             self.clause(clause)
         self.close(0)
-        trigger = self.ctx.trigger
-        if trigger is None:
+        if recognised is None:
             self.unrecognised.insert(0, "what starts the automation (no trigger recognised)")
         understanding = Understanding(
-            trigger=trigger,
+            trigger=recognised,
             actions=tuple(self.actions),
             durations=tuple(self.values["durations"]),
             percentages=tuple(self.values["percentages"]),
@@ -935,7 +986,7 @@ class _Builder:
         return _Plan(
             _clean_name(self.name()),
             _one_line(self.description)[:MAX_DESCRIPTION] or None,
-            trigger or _default_trigger(self.ctx.catalog),
+            self.ctx.trigger,
             args,
             tuple(self.root),
             understanding,
@@ -979,12 +1030,12 @@ class _Builder:
         negate = "unless" in kinds
         if leading:
             condition = _and(leading)
-            self.open(ast.Not(condition) if negate else condition, sibling=conditional)
+            self.open(_negate(condition) if negate else condition, sibling=conditional)
         steps = [step for _, step in actions]
         if trailing and steps:
             condition = _and(trailing)
             steps = [
-                ast.If((ast.Branch(ast.Not(condition) if negate else condition, tuple(steps)),))
+                ast.If((ast.Branch(_negate(condition) if negate else condition, tuple(steps)),))
             ]
         self.steps.extend(steps)
         self.actions.extend(step.name for _, step in actions)
@@ -1128,6 +1179,12 @@ def _remind(builder: _Builder, name: str, sp_name: str) -> str:
     return text + " Renew to keep access to everything! 💕"
 
 
+def _welcome(builder: _Builder, name: str, sp_name: str) -> str:
+    if builder.ctx.trigger == "new_subscriber":
+        return f"Welcome{name}! Thank you so much for subscribing 💕"
+    return f"Welcome{name}! So happy you're here 💕"
+
+
 _THANKS_FOR = {
     "purchase_completed": "your purchase",
     "offer_redeemed": "using my offer",
@@ -1151,7 +1208,7 @@ def _thank(builder: _Builder, name: str, sp_name: str) -> str:
 # writers take the builder and ", {{ fan.name }}" / " {{ fan.name }}" or "" twice.
 _MESSAGES: dict[str, tuple[Callable[[_Builder, str, str], str], str]] = {
     "welcome_back": (lambda b, n, s: f"Welcome back{n}! I missed you 💕", "welcome back"),
-    "welcome": (lambda b, n, s: f"Welcome{n}! Thank you so much for subscribing 💕", "welcome"),
+    "welcome": (_welcome, "welcome"),
     "thank": (_thank, "thank-you"),
     "remind": (_remind, "reminder"),
     "announce": (
