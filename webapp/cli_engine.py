@@ -37,14 +37,15 @@ from rq import Worker as RQWorker
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from dsl.policy import Policy, check_policy
 from engine import migrate
 from engine.analytics import automation_stats
 from engine.automations import AutomationService, split_automations
 from engine.clock import SystemClock, VirtualClock
-from engine.creators import create_creator
+from engine.creators import create_creator, effective_policy
 from engine.dispatch import Dispatcher
 from engine.events import EventSystem, TriggerContext
-from engine.exceptions import InvalidInput
+from engine.exceptions import InvalidAutomation, InvalidInput
 from engine.jobs import maybe_sweep, sweep
 from engine.models import (
     Automation,
@@ -450,6 +451,8 @@ class ReplayEvent:
     help="Start from an empty embedded database and Redis (HUNTAZE_DATA_DIR).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print the summary only, not each fan.")
+@click.option("--confirm-discounts", is_flag=True,
+              help="Confirm the discounts that the creator's policy asks to confirm.")  # fmt: skip
 def run(
     paths: tuple[Path, ...],
     events_path: Path,
@@ -458,11 +461,14 @@ def run(
     speed: str,
     reset: bool,
     quiet: bool,
+    confirm_discounts: bool,
 ) -> None:
     """Load automations (folders: every *.hz inside), replay events through the engine
     with worker processes, and report what happened to each fan."""
     settings = replay_settings(Settings(), speed)
-    sources = load_sources(paths)
+    # A new creator's policy: the defaults, and the engine's daily message cap.
+    policy = effective_policy(None, settings.messages_per_fan_per_day)
+    sources = load_sources(paths, policy, confirm_discounts)
     if reset:
         reset_embedded(settings)
     started = time.monotonic()
@@ -472,7 +478,7 @@ def run(
         migrate.upgrade(runtime.db.engine)
         if isinstance(runtime.clock, VirtualClock) and events:
             runtime.clock.set(events[0].timestamp)
-        replay = Replay.prepare(runtime, creator_name, sources)
+        replay = Replay.prepare(runtime, creator_name, sources, confirm_discounts)
         pool = WorkerPool(child_environment(settings, runtime.redis_url),
                           settings.data_dir / LOG_DIR)  # fmt: skip
         try:
@@ -519,9 +525,9 @@ def reset_embedded(settings: Settings) -> None:
     click.echo(f"reset: removed {len(removed)} file(s) from {settings.data_dir}")
 
 
-def load_sources(paths: Sequence[Path]) -> list[str]:
+def load_sources(paths: Sequence[Path], policy: Policy, confirmed: bool = False) -> list[str]:
     """The text of every automation in the files, each checked against the installed
-    plugins; every problem is printed, and any error stops the run (exit 1)."""
+    plugins and ``policy``; every problem is printed, and any error stops the run (exit 1)."""
     from dsl import analyse, render
     from engine.catalogue import load_catalogue
     from webapp.cli import collect_files, read_source
@@ -534,6 +540,10 @@ def load_sources(paths: Sequence[Path]) -> list[str]:
         text, diagnostics = read_source(path)
         if text is not None:
             module, diagnostics = analyse(text, catalog)
+            if module is not None and not any(d.is_error for d in diagnostics):
+                found = check_policy(module, policy, confirmed=confirmed)
+                diagnostics = sorted([*diagnostics, *found],
+                                     key=lambda d: (d.span.line, d.span.column))  # fmt: skip
         for diagnostic in diagnostics:
             click.echo(render(diagnostic, text or "", str(path)), err=True)
         if text is None or any(d.is_error for d in diagnostics):
@@ -610,10 +620,22 @@ class Replay:
         self.duplicates = 0  # events this creator had received before: not run again
 
     @classmethod
-    def prepare(cls, runtime: Runtime, creator_name: str | None, sources: list[str]) -> Replay:
+    def prepare(
+        cls, runtime: Runtime, creator_name: str | None, sources: list[str], confirmed: bool
+    ) -> Replay:
         service = AutomationService(runtime)
         creator_id = runtime.db.run(lambda s: find_or_create_creator(s, creator_name))
-        saved = service.save_all(creator_id, sources)
+        try:
+            saved = service.save_all(creator_id, sources, confirmed=confirmed)
+        except InvalidAutomation as exc:
+            # An existing creator's own policy, stricter than the defaults checked above.
+            from dsl import render
+
+            for diagnostic in exc.diagnostics:
+                click.echo(render(diagnostic, exc.source, "<automation>"), err=True)
+            raise click.ClickException(
+                "the creator's policy refuses the automation above: nothing was run"
+            ) from None
         click.echo(f"creator: {creator_name or 'a new demo creator'} ({creator_id}), "
                    f"{len(saved)} automations active")  # fmt: skip
         # The service's index: the automations just saved are seen at once.

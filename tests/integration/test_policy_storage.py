@@ -4,16 +4,23 @@ discount is saved; each creator's own policy decides."""
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from dsl.policy import Policy
 from engine.creators import create_creator, get_policy, set_policy
 from engine.exceptions import InvalidAutomation, InvalidInput, NotFound
 from engine.models import Automation, AutomationVersion, Creator
+from webapp.cli import main
+from webapp.cli_engine import Replay
 
 
 def _offer(discount: str, name: str = "Offer") -> str:
@@ -206,3 +213,54 @@ def test_save_all_writes_nothing_if_any_text_goes_beyond_the_policy(runtime, aut
     assert _counts(runtime) == (0, 0)
     saved = automations.save_all(creator.id, sources, confirmed=True)
     assert [a.name for a in saved] == ["Fine", "Needs confirming"]
+
+
+# --- `huntaze run` --------------------------------------------------------------------------
+
+SUBSCRIBED = {
+    "id": "evt_1",
+    "type": "new_subscriber",
+    "fan_id": "fan_1",
+    "timestamp": "2026-11-16T10:00:00Z",
+    "data": {"fan": {"name": "Mia", "username": "mia", "subscribed_at": "2026-11-16T10:00:00Z"}},
+}
+
+
+def _run(tmp_path: Path, text: str, *options: str):
+    (tmp_path / "offer.hz").write_text(text, encoding="utf-8")
+    (tmp_path / "events.jsonl").write_text(json.dumps(SUBSCRIBED) + "\n", encoding="utf-8")
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("HUNTAZE_")}
+    env.update(DATABASE_URL=None, REDIS_URL=None, HUNTAZE_DATA_DIR=str(tmp_path / "data"))
+    args = ["run", str(tmp_path / "offer.hz"), "--events", str(tmp_path / "events.jsonl"),
+            "--quiet", *options]  # fmt: skip
+    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+
+
+def test_run_refuses_files_beyond_the_default_policy_and_runs_nothing(tmp_path):
+    result = _run(tmp_path, _offer("60%"))
+    assert result.exit_code == 1
+    assert "offer.hz:3:26: error: a discount of 60% is more than the policy allows" in (
+        result.stderr
+    )
+    assert "nothing was run" in result.stderr
+    assert not (tmp_path / "data").exists()
+    # Confirming does not lift the maximum.
+    assert _run(tmp_path, _offer("60%"), "--confirm-discounts").exit_code == 1
+
+
+def test_run_confirm_discounts(tmp_path):
+    refused = _run(tmp_path, _offer("45%"))
+    assert refused.exit_code == 1
+    assert "needs your confirmation" in refused.stderr
+    confirmed = _run(tmp_path, _offer("45%"), "--confirm-discounts")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "1 automations active" in confirmed.stdout
+
+
+def test_run_as_a_creator_whose_own_policy_refuses(runtime, capsys):
+    strict = runtime.db.run(lambda s: create_creator(s, "Strict"))
+    _set(runtime, strict.id, {"max_discount": 10})
+    with pytest.raises(click.ClickException, match="policy refuses"):
+        Replay.prepare(runtime, "Strict", [_offer("20%")], confirmed=False)
+    assert "<automation>:3:26: error: a discount of 20%" in capsys.readouterr().err
+    assert _counts(runtime) == (0, 0)
