@@ -728,7 +728,7 @@ RULES_AFTER_TRIGGER: tuple[Rule, ...] = (
     Rule(
         "message",
         re.compile(
-            rf"\b(?:welcome|greet|thank|thanks|remind|reply|respond|answer|ask|tell|say)\b"
+            rf"\b(?:welcome|greet|thank|thanks|remind|reply|respond|answer|ask|tell|say|wish)\b"
             rf"|\b(?:message|dm|text)\s+(?:{_PRONOUN}|back)\b|\b{_SEND_VERB}\s+"
             rf"(?:{_PRONOUN}\s+)?(?=⟦)|\bget\s+(?:a|an)\s+(?:dm|message|text|note)\b"
         ),
