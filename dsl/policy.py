@@ -66,8 +66,10 @@ class Policy(BaseModel):
     max_offer_validity: timedelta | None = Field(
         default=timedelta(days=30), description="How long an offer may last (None: no cap)."
     )
+    # The engine's default daily cap per fan (engine.settings), which a creator's own cap
+    # replaces when the engine reads their policy (engine.creators.get_policy).
     max_messages_per_fan_per_day: int = Field(
-        default=3, ge=0, description="Messages one run may send one fan within 24 hours."
+        default=5, ge=0, description="Messages one run may send one fan within 24 hours."
     )
 
     @field_validator("max_discount", "confirm_discount_above", mode="before")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ from test_docs import LANGUAGE_MD, fenced_blocks
 import dsl
 from dsl import ast
 from dsl.policy import DAY, Policy, check_policy, messages_per_day
+from webapp.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").rglob("*.hz"))
@@ -57,7 +59,7 @@ def test_defaults() -> None:
     assert policy.confirm_discount_above == 40
     assert policy.max_fixed_discount == 100
     assert policy.max_offer_validity == timedelta(days=30)
-    assert policy.max_messages_per_fan_per_day == 3
+    assert policy.max_messages_per_fan_per_day == 5
 
 
 # --- Discounts ------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ def test_messages_less_than_a_day_apart_count_together() -> None:
         '  send_message text: "4"\n'
     )
     assert (
-        _check(text)
+        _check(text, Policy(max_messages_per_fan_per_day=3))
         == """\
 example.hz:9:3: error: this automation can send a fan 4 messages within 24 hours; the policy \
 allows 3
@@ -376,3 +378,55 @@ def test_many_branches_stay_fast() -> None:
     )
     (automation,) = dsl.parse(_sends(branch * 40)).automations
     assert messages_per_day(automation) == 5  # at 0, 5, 10, 15 and 20 hours
+
+
+# --- `huntaze check` ------------------------------------------------------------------------
+
+
+def test_check_warns_about_what_the_default_policy_refuses(runner, write_hz):
+    path = write_hz(
+        "offer.hz",
+        _offer("discount: 60%, valid_for: 2d\n  create_offer discount: 45%, valid_for: 2d"),
+    )
+    result = runner.invoke(main, ["check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"{path}:3:26: warning: a discount of 60% is more than the policy allows" in (
+        result.stdout
+    )
+    assert f"{path}:4:26: warning: a discount of 45% needs your confirmation" in result.stdout
+    assert result.stdout.rstrip().endswith("2 warnings in 1 file (checked 1 file)")
+
+
+def test_check_with_a_policy_file_refuses_what_saving_would(runner, write_hz, tmp_path):
+    path = write_hz(
+        "offer.hz",
+        _offer("discount: 25%, valid_for: 2d\n  create_offer discount: 15%, valid_for: 2d"),
+    )
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"max_discount": 20, "confirm_discount_above": 10}', encoding="utf-8")
+    result = runner.invoke(main, ["check", "--policy", str(policy), "--format", "json", str(path)])
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)
+    assert [(r["line"], r["severity"], r["code"]) for r in rows] == [
+        (3, "error", "policy.max-discount"),
+        (4, "warning", "policy.confirm-discount"),  # confirmed when saving
+    ]
+
+
+def test_check_policy_file_problems_are_usage_errors(runner, write_hz, tmp_path):
+    path = write_hz("offer.hz", _offer("discount: 25%, valid_for: 2d"))
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"max_discount": 200, "max_emails": 1}', encoding="utf-8")
+    result = runner.invoke(main, ["check", "--policy", str(policy), str(path)])
+    assert result.exit_code == 2
+    assert "max_discount: Input should be less than or equal to 100" in result.stderr
+    assert "max_emails: Extra inputs are not permitted" in result.stderr
+    policy.write_text("{not json", encoding="utf-8")
+    result = runner.invoke(main, ["check", "--policy", str(policy), str(path)])
+    assert result.exit_code == 2 and "the file: Invalid JSON" in result.stderr
+
+
+def test_check_leaves_the_policy_until_the_text_is_valid(runner, write_hz):
+    path = write_hz("offer.hz", _offer("discount: 60%, valid_for: 2d, colour: 1"))
+    result = runner.invoke(main, ["check", "--format", "json", str(path)])
+    assert [row["code"] for row in json.loads(result.stdout)] == ["argument/unknown"]

@@ -7,16 +7,19 @@ later command (``run``, ``worker``, ``serve`` ...) is another small function her
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from dsl import Diagnostic, DslError, analyse, compile_text, export_flow, format_text, render
 from dsl.ast import Span
-from dsl.diagnostics import error
+from dsl.diagnostics import Severity, error
+from dsl.policy import Policy, check_policy
 from dsl.types import accepted_types, describe
 from engine.catalogue import load_catalogue
 
@@ -60,14 +63,22 @@ def main() -> None:
     show_default=True,
     help="json prints only a JSON list of diagnostics, for editors and CI.",
 )
-def check(paths: tuple[Path, ...], output_format: str) -> None:
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A creator's policy (JSON): what saving would refuse is an error. "
+    "Without it, what the default policy would refuse is a warning.",
+)
+def check(paths: tuple[Path, ...], output_format: str, policy_path: Path | None) -> None:
     """Report every problem in automation files (folders: every *.hz inside)."""
+    policy = read_policy(policy_path) if policy_path is not None else None
     files = collect_files(paths)
     found: list[tuple[Path, str, list[Diagnostic]]] = []
     for path in files:
         text, diagnostics = read_source(path)
         if text is not None:
-            diagnostics = diagnose(text)
+            diagnostics = diagnose(text, policy)
         found.append((path, text or "", diagnostics))
 
     if output_format == "json":
@@ -229,11 +240,33 @@ def format_file(path: Path) -> tuple[str, str | None, list[Diagnostic]]:
         return text, None, exc.diagnostics
 
 
-def diagnose(text: str) -> list[Diagnostic]:
+def diagnose(text: str, policy: Policy | None = None) -> list[Diagnostic]:
     """Every problem in one file's text: syntax errors, or else what the checker finds
-    against the installed plugins."""
-    _module, diagnostics = analyse(text, load_catalogue().catalog)
-    return diagnostics
+    against the installed plugins, then what a creator's policy refuses. Against a given
+    ``policy`` that is an error (a discount that only needs confirming, a warning: it is
+    confirmed when saving); against the default policy, a warning."""
+    module, diagnostics = analyse(text, load_catalogue().catalog)
+    if module is None or any(d.is_error for d in diagnostics):
+        return diagnostics
+    found = [
+        d
+        if policy is not None and d.code != "policy.confirm-discount"
+        else dataclasses.replace(d, severity=Severity.WARNING)
+        for d in check_policy(module, policy or Policy())
+    ]
+    return sorted([*diagnostics, *found], key=lambda d: (d.span.line, d.span.column))
+
+
+def read_policy(path: Path) -> Policy:
+    """A policy from a JSON file, or a usage error saying what is wrong with it."""
+    try:
+        return Policy.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'the file'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise click.BadParameter(f"{path}: {problems}", param_hint="'--policy'") from None
 
 
 def collect_files(paths: Iterable[Path]) -> list[Path]:
