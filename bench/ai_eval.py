@@ -49,6 +49,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -219,21 +220,27 @@ def load_set(path: Path = DEFAULT_SET) -> list[dict]:
 # --- Providers --------------------------------------------------------------------------------
 
 
-def translator(catalog: Catalog) -> tuple[str, Callable[[str], str]]:
+Producer = Callable[[str], str]  # a request → the automation text answered
+
+
+@contextmanager
+def translator(catalog: Catalog) -> Iterator[tuple[str, Producer]]:
     from engine.ai.offline import translate
 
-    return "offline translator (engine.ai.offline.translate)", lambda d: translate(d, catalog)
+    yield "offline translator (engine.ai.offline.translate)", lambda d: translate(d, catalog)
 
 
-def builder(catalog: Catalog) -> tuple[str, Callable[[str], str]]:
+@contextmanager
+def builder(catalog: Catalog) -> Iterator[tuple[str, Producer]]:
+    """The builder with the client the HUNTAZE_LLM_* environment configures."""
     from engine.ai.builder import build_automation
     from engine.ai.llm import LLMSettings, client_from_settings
 
     settings = LLMSettings()
-    client = client_from_settings(settings)
-    model = "" if client.offline else f", model {settings.model_automations}"
-    name = f"builder, provider {client.provider}{model}"
-    return name, lambda d: build_automation(d, catalog=catalog, client=client).dsl
+    with client_from_settings(settings) as client:
+        model = "" if client.offline else f", model {settings.model_automations}"
+        name = f"builder, provider {client.provider}{model}"
+        yield name, lambda d: build_automation(d, catalog=catalog, client=client).dsl
 
 
 def _describe_miss(s: Score) -> str:
@@ -292,10 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows:
         first, _, last = args.rows.partition("-")
         labels = labels[int(first) - 1 : int(last or first)]
-    name, produce = (translator if args.translator_only else builder)(catalog)
-    started = time.perf_counter()
-    scores = evaluate(labels, produce, catalog)
-    elapsed = time.perf_counter() - started
+    with (translator if args.translator_only else builder)(catalog) as (name, produce):
+        started = time.perf_counter()
+        scores = evaluate(labels, produce, catalog)
+        elapsed = time.perf_counter() - started
     rows = f" (lines {args.rows})" if args.rows else ""
     print(f"{name}: {len(labels)} requests from {args.set.name}{rows} in {elapsed:.1f} s")
     for criterion, rate in rates(scores).items():

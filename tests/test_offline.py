@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -392,3 +393,35 @@ def test_the_evaluation_compares_syntax_trees(catalog: Catalog) -> None:
     assert wrong.marks["valid"] and wrong.marks["values"] and not wrong.marks["actions"]
     invalid = ai_eval.score(label, text.replace("15.0%", "15.0"), catalog)
     assert not any(invalid.marks.values())
+
+
+def test_the_evaluation_runs_the_builder_against_an_endpoint_by_configuration(
+    fake_llm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """bench/ai_eval.py without --translator-only asks the builder, which asks the endpoint
+    the HUNTAZE_LLM_* variables name: here a real HTTP server with scripted answers."""
+    ai_eval = _ai_eval()
+    rows = [
+        {"description": "tag buyers as buyer", "trigger": "purchase_completed",
+         "actions": ["add_tag"], "values": {"tags": ["buyer"]}},
+        {"description": "thank buyers", "trigger": "purchase_completed",
+         "actions": ["send_message"]},
+    ]  # fmt: skip
+    labelled = tmp_path / "set.jsonl"
+    labelled.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    fake_llm.reply(
+        '```hz\nautomation "Tag" {\n  when purchase_completed\n  add_tag tag: "buyer"\n}\n```'
+    )
+    fake_llm.reply(
+        'automation "Thanks" {\n  when new_subscriber\n  send_message text: "Thanks!"\n}'
+    )
+    for name, value in {"PROVIDER": "openai", "BASE_URL": fake_llm.url, "API_KEY": "k",
+                        "MAX_RETRIES": "0", "MODEL_AUTOMATIONS": "test-model"}.items():  # fmt: skip
+        monkeypatch.setenv(f"HUNTAZE_LLM_{name}", value)
+    assert ai_eval.main(["--set", str(labelled), "--misses"]) == 0
+    out = capsys.readouterr().out
+    assert "builder, provider openai, model test-model: 2 requests" in out
+    assert "valid        100.0%  (2/2)" in out
+    assert "trigger       50.0%  (1/2)" in out
+    assert "- thank buyers\n    trigger: new_subscriber {} (want purchase_completed {})" in out
+    assert len(fake_llm.requests) == 2
