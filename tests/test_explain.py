@@ -266,3 +266,18 @@ def test_property_every_step_has_a_line(automation: ast.Automation) -> None:
     numbered, arms = count(automation.body)
     assert sum(line.lstrip()[:1].isdigit() for line in lines[2:]) == numbered
     assert sum(line.lstrip().startswith("Otherwise") for line in lines[2:]) == arms
+
+
+def test_the_guardrails_explanation_is_what_explain_says() -> None:
+    """In docs/ai.md, a ```text block that starts with “ is the explanation of the
+    ```hz block before it."""
+    from test_policy import guardrails_blocks
+
+    source, compared = None, 0
+    for block in guardrails_blocks():
+        if block.info == "hz":
+            source = block.body
+        elif block.info == "text" and block.body.startswith("“"):
+            assert explain(dsl.parse(source)) + "\n" == block.body
+            compared += 1
+    assert compared >= 1

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from strategies import modules
-from test_docs import LANGUAGE_MD, fenced_blocks
+from test_docs import LANGUAGE_MD, Block, fenced_blocks
 
 import dsl
 from dsl import ast
@@ -430,3 +430,45 @@ def test_check_leaves_the_policy_until_the_text_is_valid(runner, write_hz):
     path = write_hz("offer.hz", _offer("discount: 60%, valid_for: 2d, colour: 1"))
     result = runner.invoke(main, ["check", "--format", "json", str(path)])
     assert [row["code"] for row in json.loads(result.stdout)] == ["argument/unknown"]
+
+
+# --- docs/ai.md -----------------------------------------------------------------------------
+
+AI_MD = ROOT / "docs" / "ai.md"
+
+
+def guardrails_blocks() -> list[Block]:
+    """The fenced blocks of the Guardrails section of docs/ai.md."""
+    text = AI_MD.read_text(encoding="utf-8")
+    start = text.index("## Guardrails\n")
+    end = text.find("\n## ", start + 1)
+    first = text.count("\n", 0, start) + 1
+    last = text.count("\n", 0, end) + 1 if end != -1 else text.count("\n") + 2
+    return [b for b in fenced_blocks(AI_MD) if first <= b.line < last]
+
+
+def test_the_guardrails_examples_are_what_the_policy_reports() -> None:
+    """A ```json block is the policy in force from there on; an ```hz block is checked
+    against it, and the next ```text block that starts with `example.hz:` is exactly
+    what saving it reports."""
+    policy, source, compared = Policy(), None, 0
+    for block in guardrails_blocks():
+        if block.info == "json":
+            policy = Policy.model_validate_json(block.body)
+        elif block.info == "hz":
+            source = block.body
+        elif block.info == "text" and block.body.startswith("example.hz:"):
+            diagnostics = check_policy(dsl.parse(source), policy)
+            assert dsl.render_all(diagnostics, source, "example.hz") + "\n" == block.body
+            compared += 1
+    assert compared >= 1
+
+
+def test_the_guardrails_table_names_every_setting_and_its_default() -> None:
+    text = AI_MD.read_text(encoding="utf-8")
+    defaults = Policy().model_dump(mode="json")
+    for name, value in defaults.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        if name != "max_messages_per_fan_per_day":  # the creator's cap: 5 unless changed
+            assert f"`{json.dumps(value)}`" in row, row
+    assert "(5 unless changed)" in text and defaults["max_messages_per_fan_per_day"] == 5
