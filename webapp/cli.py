@@ -37,9 +37,13 @@ ENGINE_COMMAND_NAMES = ("db", "worker", "run", "status")
 
 class HuntazeGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *ENGINE_COMMAND_NAMES])
+        return sorted([*super().list_commands(ctx), *ENGINE_COMMAND_NAMES, "ai"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "ai":  # the LLM client and the builder load on use too
+            from webapp.cli_ai import ai
+
+            return ai
         if name in ENGINE_COMMAND_NAMES:
             from webapp.cli_engine import ENGINE_COMMANDS
 
