@@ -255,14 +255,15 @@ _NOT_A_TAG = frozenset(
         r"\S+",
         """them him her the a an as with tag tags fan fans it everyone and or to from of for on
         yet again too before already who that when if whose they someone somebody everybody
-        people this these those me my you in at by""",
+        people this these those me my you in at by after later then now back soon""",
     )
 )
 
 
 def _tag_value(m: re.Match, ctx: _Context) -> str | None:
     value = ctx.quoted(m.group("tag")).strip()
-    if not value or value in _NOT_A_TAG or len(value) > 64:
+    quoted = m.group("tag").startswith("⟦")
+    if not value or len(value) > 64 or (not quoted and (value in _NOT_A_TAG or value.isdigit())):
         return None
     return value
 
@@ -289,7 +290,8 @@ def _tag_action(kind: str, named: bool = False) -> Handler:
 
 
 def _vip(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
-    test = ast.Compare("in", ast.String("vip"), ast.Field(("fan", "tags")))
+    op = "not in" if m.group("neg") else "in"
+    test = ast.Compare(op, ast.String("vip"), ast.Field(("fan", "tags")))
     return [_Item("condition", m.start(), test), _Item("tag", m.start(), "vip")]
 
 
@@ -382,8 +384,11 @@ def _keyword(word: str, ctx: _Context) -> str:
 def _keywords(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
     if "event.text" not in ctx.fields:
         return None
-    if re.search(r"\b(?:reply|respond|answer|send|say|saying|text|dm|write)\s*$",
-                 clause.text[: m.start()]):  # fmt: skip
+    before = clause.text[: m.start()]
+    verb = r"\b(?:reply|respond|answer|send|say|saying|text|dm|write)"
+    if re.search(verb + r"\s*$", before) or (
+        m.group(0).startswith("with") and re.search(verb, before)
+    ):
         return None  # "reply with '...'" is the message, not what the fan wrote
     words = [_keyword(w, ctx) for w in re.findall(rf"{_TOKEN}|[a-z0-9']+", m.group("kw"))]
     words = [w for w in words if w and w not in _NOT_A_TAG]
@@ -394,6 +399,18 @@ def _keywords(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None
         test = ast.Compare("in", ast.String(word), ast.Field(("event", "text")))
         expr = test if expr is None else ast.BoolOp("or", expr, test)
     return [_Item("condition", m.start(), expr), *(_Item("keyword", m.start(), w) for w in words)]
+
+
+def _said(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
+    """ "a fan sends a message saying thank you": what the fan wrote, as one keyword; not
+    "send them a message saying ...", which is the creator's."""
+    if "event.text" not in ctx.fields:
+        return None
+    if re.search(r"\b(?:send|sending|shoot|drop|get|gets)\b", clause.text[: m.start()]):
+        return None
+    said = m.group("kw").strip()
+    test = ast.Compare("in", ast.String(said), ast.Field(("event", "text")))
+    return [_Item("condition", m.start(), test), _Item("keyword", m.start(), said)]
 
 
 def _first_message(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
@@ -449,7 +466,7 @@ def _offer_word(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | No
 _INTENTS: tuple[tuple[str, str], ...] = (
     ("welcome_back", r"welcome (?:them |him |her )?back"),
     ("announce", r"tell (?:them|him|her) about|let (?:them|him|her) know|about it\b|announc"),
-    ("remind", r"remind"),
+    ("remind", r"remind|renew"),
     ("thank", r"\bthank|\bthanks|\bthx|\bty\b|grateful|appreciat"),
     ("welcome", r"welcom|greet"),
     (
@@ -479,11 +496,19 @@ def _message(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
 _SEND_VERB = r"(?:send|sending|shoot|drop|dm|message|text)"
 _MESSAGE_NOUN = (
     r"(?:message|msg|dm|note|text|reminder|thank[- ]?you|thanks|welcome|greeting|menu|hello"
-    r"|reply|shout-?out)"
+    r"|reply|shout-?out|renewal price|price|link|details|info)"
 )
 
 RULES_BEFORE_TRIGGER: tuple[Rule, ...] = (
     # Tags first: a tag's name ("redeemed", "subscriber") must not be read as anything else.
+    Rule(
+        "add tag",
+        re.compile(
+            rf"\b(?:gets?|getting|should get|will get|should be|will be)\s+tagged\s+"
+            rf"(?:as\s+|with\s+)?(?:the\s+)?{_TAG}"
+        ),
+        _tag_action("add_tag"),
+    ),
     Rule(
         "tag condition",
         re.compile(
@@ -516,7 +541,7 @@ RULES_BEFORE_TRIGGER: tuple[Rule, ...] = (
     Rule(
         "add tag",
         re.compile(
-            rf"\b(?:add|give|put|apply)\s+(?:{_PRONOUN}\s+)?(?:the\s+|a\s+)?(?P<pre>tag\s+)?"
+            rf"\b(?:add|give|put|apply)\s+(?:{_PRONOUN}\s+)?(?:to\s+)?(?:the\s+|a\s+)?(?P<pre>tag\s+)?"
             rf"{_TAG}(?P<post>\s+tag\b)?"
         ),
         _tag_action("add_tag", named=True),
@@ -530,12 +555,24 @@ RULES_BEFORE_TRIGGER: tuple[Rule, ...] = (
         _tag_action("remove_tag"),
     ),
     Rule(
+        "remove tag",  # "remove the tag after 3 days": the tag the request added
+        re.compile(
+            r"\b(?:remove|drop|delete|take off|take away|clear)\s+(?:the|that|this|their)\s+tag"
+            r"\b(?!\s+(?:⟦|[a-z0-9_-]+\s+tag\b))|\buntag\s+them\b(?!\s+(?:as\s+)?[⟦a-z0-9_])"
+        ),
+        lambda m, c, x: [_Item("remove_tag", m.start(), None)],
+    ),
+    Rule(
         "remove tag",
         re.compile(rf"\buntag\s+(?:{_PRONOUN}\s+)?(?:as\s+)?{_TAG}"),
         _tag_action("remove_tag"),
     ),
     # "VIPs" are the fans tagged vip.
-    Rule("vip", re.compile(r"\bvips?\b(?:\s+fans?)?"), _vip),
+    Rule(
+        "vip",
+        re.compile(r"(?P<neg>\bnot\s+(?:a\s+|an\s+|one of my\s+)?|\bnon-?)?\bvips?\b(?:\s+fans?)?"),
+        _vip,
+    ),
     # "haven't bought" is a condition, never the purchase trigger.
     Rule(
         "has not bought",
@@ -555,8 +592,8 @@ RULES_BEFORE_TRIGGER: tuple[Rule, ...] = (
 _TRIGGER_WORDS: dict[str, tuple[str, ...]] = {
     "offer_redeemed": (
         r"\bredeem\w*(?:\s+(?:an?|the|my|their|your)\s+(?:offer|code|coupon|discount|promo)s?)?",
-        r"\b(?:uses?|used|claims?|claimed)\s+(?:an?|the|my|their|your)\s+(?:offer|code|coupon"
-        r"|discount|promo)",
+        r"\b(?:uses?|used|claims?|claimed)\s+(?:an?|the|my|their|your)\s+(?:discount\s+|promo\s+)?"
+        r"(?:offer|code|coupon|discount|promo)s?\b",
     ),
     "subscription_expiring": (
         r"\b(?:sub|subs|subscription|subscriptions|membership)\b(?:'s)?\s+(?:[\w']+\s+){0,3}?"
@@ -642,6 +679,13 @@ RULES_AFTER_TRIGGER: tuple[Rule, ...] = (
             r"(?P<kw>[a-z0-9']+)"
         ),
         _keywords,
+    ),
+    Rule(
+        "keywords",
+        re.compile(
+            r"\b(?:message|dm|msg|text)\s+(?:saying|that says)\s+(?P<kw>[a-z0-9' ]{1,30}?)\s*$"
+        ),
+        _said,
     ),
     Rule("trigger", re.compile(""), _trigger_words),  # replaced by the chosen trigger's words
     Rule(
@@ -937,6 +981,7 @@ class _Builder:
         }
         self.actions: list[str] = []
         self.labels: dict[int, str] = {}  # what each message is, by id(), for the name
+        self.last_tag: str | None = None
         self.trigger_args: dict[str, ast.Expr] = {}
 
     # -- where steps go --
@@ -1077,9 +1122,15 @@ class _Builder:
             self.labels[id(send)] = label
             found.append((message.pos, send))
         for item in items:
-            if item.kind in ("add_tag", "remove_tag") and item.kind in catalogue:
-                tag = ast.Action(item.kind, (ast.Argument("tag", ast.String(item.value)),))
-                found.append((item.pos, tag))
+            if item.kind not in ("add_tag", "remove_tag") or item.kind not in catalogue:
+                continue
+            name = item.value or self.last_tag  # "remove the tag": the one added before
+            if name is None:
+                self.unrecognised.append(f"{self.original(clause)} (which tag?)")
+                continue
+            self.last_tag = name
+            tag = ast.Action(item.kind, (ast.Argument("tag", ast.String(name)),))
+            found.append((item.pos, tag))
         return sorted(found, key=lambda pair: pair[0])
 
     def value(self, item: _Item) -> None:
@@ -1088,7 +1139,7 @@ class _Builder:
                 "keyword": "keywords"}.get(item.kind, "")  # fmt: skip
         if kind is None:
             kind = "percentages" if isinstance(item.value, ast.Percent) else "amounts"
-        if kind:
+        if kind and item.value is not None:
             value = item.value if isinstance(item.value, str) else expression(item.value)
             self.values[kind].append(value)
 
