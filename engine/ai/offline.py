@@ -426,7 +426,7 @@ def _tip(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
 
 
 def _if_word(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
-    return [_Item("if" if m.group(1) != "unless" else "unless", m.start())]
+    return [_Item(m.group(1), m.start())]  # "if" or "unless"
 
 
 def _timed(kind: str) -> Handler:
@@ -437,12 +437,14 @@ def _timed(kind: str) -> Handler:
     return handler
 
 
+_OFFER_WORDS = re.compile(rf"{_PERCENT}|{_MONEY}\s*off|half[- ]off|discount|offer|coupon")
+
+
 def _bare_duration(m: re.Match, clause: _Clause, ctx: _Context) -> list[_Item] | None:
-    # A duration with no word saying what it is for: an offer's validity if the clause
-    # makes an offer, otherwise not understood.
+    """A duration with no word saying what it is for ("a 7 day 20% discount"): the offer's
+    validity if the clause makes an offer, otherwise not understood."""
     duration = _duration(m)
-    if duration is None or not re.search(rf"{_PERCENT}|{_MONEY}\s*off|discount|offer|coupon",
-                                         clause.text):  # fmt: skip
+    if duration is None or not _OFFER_WORDS.search(clause.text):
         return None
     return [_Item("validity", m.start(), duration)]
 
@@ -746,7 +748,7 @@ RULES_AFTER_TRIGGER: tuple[Rule, ...] = (
     ),
     Rule(
         "wait",
-        re.compile(r"\b(?P<wn>a|the)\s+(?P<wu>day) later\b|\bnext (?P<nu>day)\b"),
+        re.compile(r"\b(?:a|the) day later\b|\bnext day\b"),
         lambda m, c, x: [_Item("wait", m.start(), ast.Duration(1, "d"))],
     ),
     Rule("discount", re.compile(_PERCENT), _discount_percent),
