@@ -58,11 +58,15 @@ class FakeLLM:
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
+        self.clients: list[LLMClient] = []  # made by client_for, closed on exit
         self._answers: deque[Answer] = deque()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: stopping the server waits for the next poll.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         host, port = self._server.server_address[:2]
         self.root = f"http://{host}:{port}"
         self.url = f"{self.root}/v1"
@@ -72,6 +76,8 @@ class FakeLLM:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for client in self.clients:
+            client.close()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -110,6 +116,9 @@ class FakeLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle's algorithm the second
+            # waits for the client's delayed ACK (40 ms a request).
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 fake._serve(self)
@@ -235,7 +244,9 @@ def _send(
 
 def client_for(fake: FakeLLM, **overrides: Any) -> LLMClient:
     """An LLMClient talking to ``fake``: provider ``openai`` at ``fake.url`` (``azure`` at
-    ``fake.root``), short timeouts and tiny backoff unless overridden."""
+    ``fake.root``), short timeouts and tiny backoff unless overridden; closed when
+    ``fake`` stops. A ``.env`` file is not read, so that a developer's own model
+    settings stay out of the tests."""
     provider = overrides.get("provider", "openai")
     settings: dict[str, Any] = {
         "provider": provider,
@@ -246,4 +257,6 @@ def client_for(fake: FakeLLM, **overrides: Any) -> LLMClient:
         "backoff_max": 0.05,
     }
     settings.update(overrides)
-    return LLMClient(LLMSettings(**settings))
+    client = LLMClient(LLMSettings(_env_file=None, **settings))
+    fake.clients.append(client)
+    return client

@@ -172,13 +172,14 @@ class LLMClient:
         if self._http is None:
             raise LLMError("offline provider has no model", provider=self.provider)
         model = self.settings.model_for(task)
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "temperature": temperature,
-        }
-        if grammar:
-            body.update(grammar_fields(self.settings.grammar))
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if grammar and self.settings.grammar == "openai-tool":
+            # OpenAI's models with grammar tools (GPT-5) take only their default temperature.
+            body.update(grammar_fields("openai-tool"))
+        else:
+            body["temperature"] = temperature
+            if grammar:
+                body.update(grammar_fields(self.settings.grammar))
         if json_schema is not None and self.settings.json_schema:
             body["response_format"] = response_format(json_schema)
         data, attempts = self._post(self._url(model), body, model)
