@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 from llm_server import FakeLLM
+from test_docs import fenced_blocks
 
 from webapp.cli import main
 
+AI_MD = Path(__file__).resolve().parent.parent / "docs" / "ai.md"
 REQUEST = "when someone subscribes, welcome them by name and tag them new_fan"
 WELCOME = """\
 automation "Welcome new subscribers" {
@@ -116,3 +120,23 @@ def test_empty_description_is_a_usage_error(runner):
 def test_help_lists_ai(runner):
     assert "ai" in runner.invoke(main, ["--help"]).stdout.split()
     assert "build" in runner.invoke(main, ["ai", "--help"]).stdout
+
+
+# --- docs/ai.md ---------------------------------------------------------------------------
+
+
+def test_the_documented_command_prints_what_the_docs_show(runner):
+    """In "Writing automations from English", the ```sh block's `huntaze ai build` run
+    with the offline provider prints exactly the ```text block after it."""
+    text = AI_MD.read_text(encoding="utf-8")
+    start = text.index("## Writing automations from English\n")
+    first = text.count("\n", 0, start) + 1
+    last = text.count("\n", 0, text.index("\n## ", start)) + 1
+    blocks = [b for b in fenced_blocks(AI_MD) if first <= b.line < last]
+    [command] = [b for b in blocks if b.info == "sh"]
+    [output] = [b for b in blocks if b.info == "text"]
+    args = shlex.split(command.body)
+    assert args[:3] == ["huntaze", "ai", "build"]
+    result = runner.invoke(main, args[1:], env={"HUNTAZE_LLM_PROVIDER": "offline"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout == output.body
