@@ -140,3 +140,21 @@ def test_the_documented_command_prints_what_the_docs_show(runner):
     result = runner.invoke(main, args[1:], env={"HUNTAZE_LLM_PROVIDER": "offline"})
     assert result.exit_code == 0, result.output
     assert result.stdout == output.body
+
+
+def test_the_readme_ai_commands_run(runner, tmp_path, monkeypatch):
+    """Every `huntaze ai build` the README shows works as written, offline."""
+    readme = AI_MD.parent.parent / "README.md"
+    blocks = [b for b in fenced_blocks(readme) if b.info == "sh"]
+    commands = [
+        shlex.split(line.strip().removeprefix(".venv/bin/"))
+        for block in blocks
+        for line in block.body.splitlines()
+        if "huntaze ai " in line
+    ]
+    assert commands
+    monkeypatch.chdir(tmp_path)
+    for args in commands:
+        result = runner.invoke(main, args[1:], env={"HUNTAZE_LLM_PROVIDER": "offline"})
+        assert result.exit_code == 0, result.output
+    assert "when new_subscriber" in (tmp_path / "welcome.hz").read_text(encoding="utf-8")
