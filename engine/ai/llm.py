@@ -24,12 +24,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Literal
 
 import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.exceptions import HuntazeError
 
 Task = Literal["automations", "offers"]
 GrammarMode = Literal["none", "vllm", "llama.cpp", "openai-tool"]
@@ -84,8 +85,10 @@ class Completion:
     attempts: int
 
 
-class LLMError(Exception):
+class LLMError(HuntazeError):
     """A call that produced no answer; the message says what failed and how often."""
+
+    status_code = 502  # the model behind us failed, not the request
 
     def __init__(
         self, message: str, *, provider: str, attempts: int = 0, status: int | None = None
@@ -274,7 +277,7 @@ class LLMClient:
         text, thought = strip_reasoning(content)
         separate = message.get("reasoning_content") or message.get("reasoning")
         parts = [p for p in (separate, thought) if isinstance(p, str) and p.strip()]
-        usage = data.get("usage") or {}
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         return Completion(
             text=text,
             reasoning="\n".join(p.strip() for p in parts) or None,
@@ -378,12 +381,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-@cache
-def _default_client() -> LLMClient:
-    return LLMClient(LLMSettings())
-
-
 def client_from_settings(settings: LLMSettings | None = None) -> LLMClient:
-    """The client for ``settings``; without any, the one configured by the environment
-    (built once per process)."""
-    return LLMClient(settings) if settings is not None else _default_client()
+    """A client for ``settings``, by default those of the environment. The caller closes
+    it, or uses it as a context manager."""
+    return LLMClient(settings if settings is not None else LLMSettings())
