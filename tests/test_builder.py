@@ -146,6 +146,15 @@ def test_max_repairs_bounds_the_requests(fake, client):
     assert result.fallback and len(fake.requests) == 1
 
 
+def test_constrained_decoding_is_asked_for_where_configured(fake, make_client):
+    fake.reply(WELCOME)  # a grammar-constrained answer is the bare text
+    assert build(REQUEST, make_client(grammar="llama.cpp")).dsl == WELCOME
+    assert "grammar" in fake.requests[0].body
+    fake.reply(WELCOME)  # OpenAI's custom tool: the text comes back as the tool's input
+    assert build(REQUEST, make_client(grammar="openai-tool")).dsl == WELCOME
+    assert fake.requests[1].body["tool_choice"]["type"] == "custom"
+
+
 # --- Extraction ---------------------------------------------------------------------------
 
 

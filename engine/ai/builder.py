@@ -368,7 +368,8 @@ class _Build:
         usage = TokenUsage()
         model: str | None = None
         checked: Checked | None = None
-        for attempt in range(1 + max(0, max_repairs)):
+        rounds = 1 + max(0, max_repairs)
+        for attempt in range(rounds):
             if checked is not None:
                 messages = prompts.repair_messages(messages, checked.text, checked.render())
             try:
@@ -386,10 +387,10 @@ class _Build:
                 return self.result(checked, client.provider, model, attempt + 1, usage)
         assert checked is not None
         reason = (
-            f"no valid automation after {1 + max(0, max_repairs)} answers from the model; "
+            f"no valid automation after {rounds} answers from the model; "
             f"the last one had these problems:\n{checked.render()}"
         )
-        return self.fallback(reason, client.provider, model, 1 + max(0, max_repairs), usage)
+        return self.fallback(reason, client.provider, model, rounds, usage)
 
     def result(
         self,
