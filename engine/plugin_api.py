@@ -47,18 +47,23 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
+    from engine.ai.llm import Completion, LLMClient, LLMError, client_from_settings
+
 __all__ = [
     "NAMING",
     "Action",
     "ActionContext",
     "ActionError",
     "ActionResult",
+    "Completion",
     "Conflict",
     "Database",
     "FanFields",
     "FanStore",
     "HuntazeError",
     "InvalidInput",
+    "LLMClient",
+    "LLMError",
     "Money",
     "MoneyAmount",
     "NoConfig",
@@ -70,7 +75,21 @@ __all__ = [
     "Trigger",
     "TriggerContext",
     "UTCDateTime",
+    "client_from_settings",
 ]
+
+# The LLM client, for plugins with AI features (docs/ai.md); imported on first use, so
+# that plugins without them do not load an HTTP client.
+_LLM_NAMES = frozenset({"Completion", "LLMClient", "LLMError", "client_from_settings"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LLM_NAMES:
+        from engine.ai import llm
+
+        return getattr(llm, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 T = TypeVar("T")
 
