@@ -24,6 +24,7 @@ from engine.ai.builder import BuildError, BuildResult, build_automation
 from engine.ai.llm import LLMError, LLMSettings, client_from_settings
 from engine.catalogue import load_catalogue
 from engine.exceptions import HuntazeError
+from webapp.cli_ai_offers import offers
 
 if TYPE_CHECKING:  # the engine's database side loads only for --save
     from engine.automations import AutomationService
@@ -32,6 +33,9 @@ if TYPE_CHECKING:  # the engine's database side loads only for --save
 @click.group()
 def ai() -> None:
     """Write automations from English with the configured model (HUNTAZE_LLM_*)."""
+
+
+ai.add_command(offers)
 
 
 @ai.command()
