@@ -195,22 +195,25 @@ def redeem(session: Session, request: Request, now: datetime) -> tuple[Redemptio
 
 
 # PostgreSQL's fast path: the whole redemption in one statement, run in autocommit — one
-# round trip and one commit, like a bare UPDATE. The offer's row is locked FOR UPDATE and
-# its conditions checked again on the newest version if another redemption changed it
-# meanwhile (READ COMMITTED re-checks a locked row); the redemption is logged, and the
-# count raised only for a redemption logged — so all happen, or none does.
+# round trip and one commit, like a bare UPDATE. It raises the offer's count first, with
+# every condition in the UPDATE's WHERE, as the general way does: the UPDATE locks the row,
+# and READ COMMITTED checks the conditions again on the newest version if another
+# redemption changed it meanwhile. The INSERT of the redemption follows; if it fails (a
+# known idempotency key, a fan's number taken), the statement fails, the count with it.
+# So all happen, or none does — and the general way decides what the statement did not
+# redeem: a refusal, to find out why; a known key, to replay it.
 #
-# The fan's count, for an offer with a limit per fan, is read from the statement's
-# snapshot, which may predate a redemption committed while this one waited for the lock:
-# then the fan's number (fan_seq) it computes is already taken, the unique key refuses it,
-# and the general way — which counts after the lock — decides. So does it whatever this
-# statement does not redeem: a refusal, to find out why; a known key, to replay it; an
-# order too small for a buy-X-get-Y offer.
+# Every redemption, either way, raises the offer's count before it logs a row, so one
+# that commits while this one runs holds the offer's row until then. The fan's count
+# (offers_fan_redemptions, a VOLATILE function: a snapshot of its own when called) is read
+# by the WHERE, read again when the WHERE is checked again after waiting for that row, and
+# read after the lock for the fan's number (fan_seq), which (offer_id, fan_id, fan_seq)
+# keeps unique whatever happens. It is a function, not a subquery, so that an offer
+# without a limit per fan costs nothing for it: the executor would set a subquery up on
+# every redemption, used or not (plugins/offers/migrations/0002_offers_fan_redemptions.py).
 FAST_REDEEM = """
-WITH offer AS (
-    SELECT id, creator_id, name, currency, max_per_fan, discount_type, discount_value,
-           bundle_price, buy_quantity, get_quantity, max_free_per_order
-    FROM offers
+WITH counted AS (
+    UPDATE offers SET redemption_count = redemption_count + 1
     WHERE id = %(offer_id)s AND deleted_at IS NULL AND NOT draft
       AND valid_from <= %(now)s AND (valid_until IS NULL OR valid_until > %(now)s)
       AND (max_redemptions IS NULL OR redemption_count < max_redemptions)
@@ -220,39 +223,30 @@ WITH offer AS (
            OR (target_audience = 'tag' AND target_value = ANY(%(tags)s::text[])))
       AND (%(currency)s::text IS NULL OR currency = %(currency)s::text)
       AND (%(code_key)s::text IS NULL OR code_key = %(code_key)s::text)
-    FOR UPDATE
-), priced AS (
-    SELECT offer.*,
-           CASE WHEN max_per_fan IS NOT NULL THEN
-               (SELECT count(*) FROM offer_redemptions
-                WHERE offer_id = offer.id AND fan_id = %(fan_id)s) END AS used,
-           -- whole sets of buy + get items, integer division; NULL unless bogo
-           least(%(quantity)s::integer / (buy_quantity + get_quantity) * get_quantity,
-                 max_free_per_order) AS free
-    FROM offer
-), logged AS (
-    INSERT INTO offer_redemptions (id, offer_id, creator_id, fan_id, amount, discount,
-                                   currency, quantity, code, idempotency_key, fan_seq,
-                                   redeemed_at)
-    SELECT %(id)s, id, creator_id, %(fan_id)s, %(amount)s,
-           CASE discount_type
-               WHEN 'percentage' THEN round(%(amount)s * discount_value / 100, 2)
-               WHEN 'fixed' THEN least(discount_value, %(amount)s)
-               WHEN 'bundle' THEN greatest(%(amount)s - bundle_price, 0)
-               ELSE round(%(amount)s * free / %(quantity)s, 2)
-           END,
-           currency, %(quantity)s, %(code)s, %(key)s, used + 1, %(now)s
-    FROM priced
-    WHERE (max_per_fan IS NULL OR used < max_per_fan)
-      AND (discount_type <> 'bogo' OR free > 0)
-    ON CONFLICT (offer_id, idempotency_key) DO NOTHING
-    RETURNING offer_id, discount
-), counted AS (
-    UPDATE offers SET redemption_count = offers.redemption_count + 1
-    FROM logged WHERE offers.id = logged.offer_id
+      -- buy-X-get-Y: at least one whole set of buy + get items (integer division)
+      AND (discount_type <> 'bogo'
+           OR least(%(quantity)s::integer / (buy_quantity + get_quantity) * get_quantity,
+                    max_free_per_order) > 0)
+      AND (max_per_fan IS NULL
+           OR max_per_fan > offers_fan_redemptions(%(offer_id)s, %(fan_id)s))
+    RETURNING id, creator_id, name, currency,
+        CASE discount_type
+            WHEN 'percentage' THEN round(%(amount)s * discount_value / 100, 2)
+            WHEN 'fixed' THEN least(discount_value, %(amount)s)
+            WHEN 'bundle' THEN greatest(%(amount)s - bundle_price, 0)
+            ELSE round(%(amount)s * least(%(quantity)s::integer
+                       / (buy_quantity + get_quantity) * get_quantity, max_free_per_order)
+                       / %(quantity)s, 2)
+        END AS discount,
+        CASE WHEN max_per_fan IS NOT NULL
+            THEN offers_fan_redemptions(%(offer_id)s, %(fan_id)s) + 1 END AS fan_seq
 )
-SELECT offer.name, offer.creator_id, offer.currency, logged.discount
-FROM offer JOIN logged ON true
+INSERT INTO offer_redemptions (id, offer_id, creator_id, fan_id, amount, discount, currency,
+                               quantity, code, idempotency_key, fan_seq, redeemed_at)
+SELECT %(id)s, id, creator_id, %(fan_id)s, %(amount)s, discount, currency, %(quantity)s,
+       %(code)s, %(key)s, fan_seq, %(now)s
+FROM counted
+RETURNING (SELECT name FROM counted), creator_id, currency, discount
 """
 
 
@@ -279,7 +273,7 @@ def redeem_at_once(
         finally:
             connection.autocommit = False
     except psycopg.errors.UniqueViolation:
-        return None  # the fan's number was taken meanwhile (see FAST_REDEEM)
+        return None  # a known idempotency key, or the fan's number taken (see FAST_REDEEM)
     except psycopg.OperationalError:
         pooled.invalidate()  # a lost connection: the general way retries, the key dedupes
         return None

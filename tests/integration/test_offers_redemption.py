@@ -27,11 +27,13 @@ from offers_support import (
     offers,
     open_database,
 )
+from sqlalchemy import select
 
 from engine.db import Database
 from engine.exceptions import Conflict, InvalidInput
 from engine.plugin_api import Money, TriggerContext
-from plugins.offers import analytics
+from plugins.offers import analytics, redemption
+from plugins.offers.models import RedemptionRow
 from plugins.offers.service import Offer, OffersService, Redemption, RedemptionRefused
 
 
@@ -376,6 +378,43 @@ def race(calls: list[Callable[[], Any]], workers: int = 24) -> list[Any]:
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(run, range(len(calls)), calls))
+
+
+def test_the_one_statement_redemption_redeems_or_changes_nothing(pg, pg_service, clock):
+    """PostgreSQL's fast path (``FAST_REDEEM``) redeems what it can — limits per fan
+    included, each of the fan's redemptions numbered — and answers None, having changed
+    nothing, for everything the general way must decide."""
+
+    def fast(offer_id: str, fan_id: str, key: str, quantity: int = 1) -> Redemption | None:
+        asked = redemption.request(offer_id, fan_id, Decimal(30), key, None, quantity, None)
+        done = redemption.redeem_at_once(pg.engine, asked, clock.now())
+        return None if done is None else done[0]
+
+    def fan_numbers(offer_id: str) -> list[int | None]:
+        query = select(RedemptionRow.fan_seq).where(RedemptionRow.offer_id == offer_id)
+        return sorted(pg.run(lambda s: list(s.scalars(query))))
+
+    offer = pg_service.create(new_creator(), offer_fields(max_redemptions=3, max_per_fan=2))
+    first = fast(offer.id, "fan-1", "key-1")
+    assert first is not None and first.discount == Decimal("6.00")
+    assert fast(offer.id, "fan-1", "key-2") is not None
+    assert fast(offer.id, "fan-1", "key-3") is None  # the fan's limit
+    assert fast(offer.id, "fan-2", "key-1") is None  # a known key
+    assert count_and_rows(pg_service, offer.id) == (2, 2)
+    assert fan_numbers(offer.id) == [1, 2]
+    assert fast(offer.id, "fan-2", "key-4") is not None
+    assert fast(offer.id, "fan-3", "key-5") is None  # exhausted
+    assert count_and_rows(pg_service, offer.id) == (3, 3)
+
+    bogo = pg_service.create(
+        new_creator(),
+        offer_fields(discount_type="bogo", discount_value=None, buy_quantity=2, get_quantity=1),
+    )
+    assert fast(bogo.id, "fan-1", "key-1", quantity=2) is None  # no whole set
+    done = fast(bogo.id, "fan-1", "key-2", quantity=3)
+    assert done is not None and done.discount == Decimal("10.00")
+    assert count_and_rows(pg_service, bogo.id) == (1, 1)
+    assert fan_numbers(bogo.id) == [None]  # no limit per fan: not numbered
 
 
 def test_1000_concurrent_redemptions_of_an_offer_limited_to_100(pg_service):
