@@ -130,9 +130,9 @@ def request(
         raise InvalidInput(f"the amount {problem}", "amount")
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= 1000:
         raise InvalidInput("from 1 to 1000 items", "quantity")
-    if not isinstance(key, str) or not 1 <= len(key) <= 200 or has_control(key):
+    if not isinstance(key, str) or not 1 <= len(key) <= 200 or not _clean(key):
         raise InvalidInput("an idempotency key of 1 to 200 characters", "idempotency_key")
-    if not isinstance(fan_id, str) or not 1 <= len(fan_id) <= 200 or has_control(fan_id):
+    if not isinstance(fan_id, str) or not 1 <= len(fan_id) <= 200 or not _clean(fan_id):
         raise InvalidInput("the fan's id, 1 to 200 characters", "fan_id")
     if code is not None and not CODE_RE.fullmatch(code):
         raise InvalidInput("3 to 40 letters, digits, _ or -", "code")
@@ -143,6 +143,12 @@ def request(
         fan_json = to_jsonable_python(dict(fan))
     return Request(offer_id, fan_id, value.quantize(CENT), currency, quantity, key, code,
                    fan_json)  # fmt: skip
+
+
+def _clean(text: str) -> bool:
+    """No control character: a printable text (the usual id or key) has none, and saying
+    so is quicker than looking at each character."""
+    return text.isprintable() or not has_control(text)
 
 
 OFFERS = OfferRow.__table__
@@ -243,11 +249,12 @@ WITH counted AS (
 )
 INSERT INTO offer_redemptions (id, offer_id, creator_id, fan_id, amount, discount, currency,
                                quantity, code, idempotency_key, fan_seq, redeemed_at)
-SELECT %(id)s, id, creator_id, %(fan_id)s, %(amount)s, discount, currency, %(quantity)s,
-       %(code)s, %(key)s, fan_seq, %(now)s
+SELECT gen_random_uuid()::text, id, creator_id, %(fan_id)s, %(amount)s, discount, currency,
+       %(quantity)s, %(code)s, %(key)s, fan_seq, %(now)s
 FROM counted
-RETURNING (SELECT name FROM counted), creator_id, currency, discount
+RETURNING id, (SELECT name FROM counted), creator_id, currency, discount
 """
+_CURSOR = "huntaze.offers.redeem_cursor"  # the key of FAST_REDEEM's cursor in pool info
 
 
 def redeem_at_once(
@@ -255,21 +262,25 @@ def redeem_at_once(
 ) -> tuple[Redemption, str] | None:
     """PostgreSQL only: the redemption in one statement (``FAST_REDEEM``), or None when it
     must go the general way (``redeem``) — nothing was changed then."""
-    new_id = str(uuid.uuid4())
     parameters = {
         "offer_id": request.offer_id, "now": now, "amount": request.amount,
         "fan_id": request.fan_id, "tags": request.tags, "currency": request.currency,
-        "code_key": request.code.lower() if request.code else None, "id": new_id,
+        "code_key": request.code.lower() if request.code else None,
         "quantity": request.quantity, "code": request.code, "key": request.key,
     }  # fmt: skip
     # The pool's psycopg connection itself: SQLAlchemy's layers would cost more than the
-    # statement. It goes back to the pool as it came, out of autocommit.
+    # statement. It goes back to the pool as it came, out of autocommit. Its cursor for
+    # this statement is kept with it (the pool forgets it with the connection): a cursor
+    # run on the same statement again keeps the types it adapted the last time.
     pooled = engine.raw_connection()
     try:
         connection = pooled.driver_connection
+        cursor = pooled.info.get(_CURSOR)
+        if cursor is None:
+            cursor = pooled.info[_CURSOR] = connection.cursor()
         connection.autocommit = True
         try:
-            row = connection.execute(FAST_REDEEM, parameters).fetchone()
+            row = cursor.execute(FAST_REDEEM, parameters).fetchone()
         finally:
             connection.autocommit = False
     except psycopg.errors.UniqueViolation:
@@ -281,7 +292,7 @@ def redeem_at_once(
         pooled.close()
     if row is None:
         return None
-    name, creator_id, currency, discount = row
+    new_id, name, creator_id, currency, discount = row
     done = Redemption(
         id=new_id, offer_id=request.offer_id, creator_id=creator_id, fan_id=request.fan_id,
         amount=request.amount, discount=discount.quantize(CENT), currency=currency,
