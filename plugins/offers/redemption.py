@@ -19,6 +19,9 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
+from psycopg import pq
+from psycopg.adapt import PyFormat, Transformer
+from psycopg.postgres import types as PG_TYPES
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from sqlalchemy import String, and_, bindparam, func, or_, select, update
@@ -117,7 +120,10 @@ def request(
     quantity: int,
     code: str | None,
 ) -> Request:
-    """The request, or InvalidInput naming the field that is wrong."""
+    """The request, or InvalidInput naming the field that is wrong (NotFound for an offer
+    id that cannot be one)."""
+    if not isinstance(offer_id, str) or not 1 <= len(offer_id) <= 200 or not _clean(offer_id):
+        raise NotFound(f"no offer {offer_id!r}")
     currency = None
     if isinstance(amount, Money):
         amount, currency = amount.amount, amount.currency
@@ -200,14 +206,14 @@ def redeem(session: Session, request: Request, now: datetime) -> tuple[Redemptio
     return Redemption(**row), offer.name
 
 
-# PostgreSQL's fast path: the whole redemption in one statement, run in autocommit — one
-# round trip and one commit, like a bare UPDATE. It raises the offer's count first, with
-# every condition in the UPDATE's WHERE, as the general way does: the UPDATE locks the row,
-# and READ COMMITTED checks the conditions again on the newest version if another
-# redemption changed it meanwhile. The INSERT of the redemption follows; if it fails (a
-# known idempotency key, a fan's number taken), the statement fails, the count with it.
-# So all happen, or none does — and the general way decides what the statement did not
-# redeem: a refusal, to find out why; a known key, to replay it.
+# PostgreSQL's fast path: the whole redemption in one statement outside a transaction
+# block — one round trip and one commit, like a bare UPDATE. It raises the offer's count
+# first, with every condition in the UPDATE's WHERE, as the general way does: the UPDATE
+# locks the row, and READ COMMITTED checks the conditions again on the newest version if
+# another redemption changed it meanwhile. The INSERT of the redemption follows; if it
+# fails (a known idempotency key, a fan's number taken), the statement fails, the count
+# with it. So all happen, or none does — and the general way decides what the statement
+# did not redeem: a refusal, to find out why; a known key, to replay it.
 #
 # Every redemption, either way, raises the offer's count before it logs a row, so one
 # that commits while this one runs holds the offer's row until then. The fan's count
@@ -217,44 +223,61 @@ def redeem(session: Session, request: Request, now: datetime) -> tuple[Redemptio
 # keeps unique whatever happens. It is a function, not a subquery, so that an offer
 # without a limit per fan costs nothing for it: the executor would set a subquery up on
 # every redemption, used or not (plugins/offers/migrations/0002_offers_fan_redemptions.py).
+#
+# Parameters: $1 offer_id, $2 now, $3 amount, $4 fan_id, $5 the fan's tags, $6 currency
+# (NULL: the offer's), $7 the code in lower case, $8 quantity, $9 the code, $10 the key.
 FAST_REDEEM = """
 WITH counted AS (
     UPDATE offers SET redemption_count = redemption_count + 1
-    WHERE id = %(offer_id)s AND deleted_at IS NULL AND NOT draft
-      AND valid_from <= %(now)s AND (valid_until IS NULL OR valid_until > %(now)s)
+    WHERE id = $1 AND deleted_at IS NULL AND NOT draft
+      AND valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)
       AND (max_redemptions IS NULL OR redemption_count < max_redemptions)
-      AND (min_purchase IS NULL OR min_purchase <= %(amount)s)
+      AND (min_purchase IS NULL OR min_purchase <= $3)
       AND (target_audience IN ('all', 'segment')
-           OR (target_audience = 'fan' AND target_value = %(fan_id)s)
-           OR (target_audience = 'tag' AND target_value = ANY(%(tags)s::text[])))
-      AND (%(currency)s::text IS NULL OR currency = %(currency)s::text)
-      AND (%(code_key)s::text IS NULL OR code_key = %(code_key)s::text)
+           OR (target_audience = 'fan' AND target_value = $4)
+           OR (target_audience = 'tag' AND target_value = ANY($5)))
+      AND ($6 IS NULL OR currency = $6)
+      AND ($7 IS NULL OR code_key = $7)
       -- buy-X-get-Y: at least one whole set of buy + get items (integer division)
       AND (discount_type <> 'bogo'
-           OR least(%(quantity)s::integer / (buy_quantity + get_quantity) * get_quantity,
+           OR least($8 / (buy_quantity + get_quantity) * get_quantity,
                     max_free_per_order) > 0)
-      AND (max_per_fan IS NULL
-           OR max_per_fan > offers_fan_redemptions(%(offer_id)s, %(fan_id)s))
+      AND (max_per_fan IS NULL OR max_per_fan > offers_fan_redemptions($1, $4))
     RETURNING id, creator_id, name, currency,
         CASE discount_type
-            WHEN 'percentage' THEN round(%(amount)s * discount_value / 100, 2)
-            WHEN 'fixed' THEN least(discount_value, %(amount)s)
-            WHEN 'bundle' THEN greatest(%(amount)s - bundle_price, 0)
-            ELSE round(%(amount)s * least(%(quantity)s::integer
-                       / (buy_quantity + get_quantity) * get_quantity, max_free_per_order)
-                       / %(quantity)s, 2)
+            WHEN 'percentage' THEN round($3 * discount_value / 100, 2)
+            WHEN 'fixed' THEN least(discount_value, $3)
+            WHEN 'bundle' THEN greatest($3 - bundle_price, 0)
+            ELSE round($3 * least($8 / (buy_quantity + get_quantity) * get_quantity,
+                                  max_free_per_order) / $8, 2)
         END AS discount,
-        CASE WHEN max_per_fan IS NOT NULL
-            THEN offers_fan_redemptions(%(offer_id)s, %(fan_id)s) + 1 END AS fan_seq
+        CASE WHEN max_per_fan IS NOT NULL THEN offers_fan_redemptions($1, $4) + 1
+        END AS fan_seq
 )
 INSERT INTO offer_redemptions (id, offer_id, creator_id, fan_id, amount, discount, currency,
                                quantity, code, idempotency_key, fan_seq, redeemed_at)
-SELECT gen_random_uuid()::text, id, creator_id, %(fan_id)s, %(amount)s, discount, currency,
-       %(quantity)s, %(code)s, %(key)s, fan_seq, %(now)s
+SELECT gen_random_uuid()::text, id, creator_id, $4, $3, discount, currency, $8, $9, $10,
+       fan_seq, $2
 FROM counted
 RETURNING id, (SELECT name FROM counted), creator_id, currency, discount
 """
-_CURSOR = "huntaze.offers.redeem_cursor"  # the key of FAST_REDEEM's cursor in pool info
+_TEXT, _TIMESTAMPTZ, _NUMERIC, _INTEGER = (
+    PG_TYPES[name].oid for name in ("text", "timestamptz", "numeric", "int4")
+)
+_FAST_TYPES = [_TEXT, _TIMESTAMPTZ, _NUMERIC, _TEXT, PG_TYPES["text"].array_oid, _TEXT, _TEXT,
+               _INTEGER, _TEXT, _TEXT]  # fmt: skip
+_FAST_NAME = b"huntaze_offers_redeem"  # the prepared statement's name on each connection
+_FAST = "huntaze.offers.redeem"  # the key of a pooled connection's _Prepared in its info
+
+
+@dataclass
+class _Prepared:
+    """FAST_REDEEM on one pooled connection: its adapters, and whether the server holds
+    the statement prepared (psycopg deallocates every prepared statement after a
+    rollback that follows its own: then it is prepared again)."""
+
+    transformer: Transformer
+    prepared: bool = False
 
 
 def redeem_at_once(
@@ -262,27 +285,12 @@ def redeem_at_once(
 ) -> tuple[Redemption, str] | None:
     """PostgreSQL only: the redemption in one statement (``FAST_REDEEM``), or None when it
     must go the general way (``redeem``) — nothing was changed then."""
-    parameters = {
-        "offer_id": request.offer_id, "now": now, "amount": request.amount,
-        "fan_id": request.fan_id, "tags": request.tags, "currency": request.currency,
-        "code_key": request.code.lower() if request.code else None,
-        "quantity": request.quantity, "code": request.code, "key": request.key,
-    }  # fmt: skip
-    # The pool's psycopg connection itself: SQLAlchemy's layers would cost more than the
-    # statement. It goes back to the pool as it came, out of autocommit. Its cursor for
-    # this statement is kept with it (the pool forgets it with the connection): a cursor
-    # run on the same statement again keeps the types it adapted the last time.
+    code_key = request.code.lower() if request.code else None
+    values = (request.offer_id, now, request.amount, request.fan_id, request.tags,
+              request.currency, code_key, request.quantity, request.code, request.key)  # fmt: skip
     pooled = engine.raw_connection()
     try:
-        connection = pooled.driver_connection
-        cursor = pooled.info.get(_CURSOR)
-        if cursor is None:
-            cursor = pooled.info[_CURSOR] = connection.cursor()
-        connection.autocommit = True
-        try:
-            row = cursor.execute(FAST_REDEEM, parameters).fetchone()
-        finally:
-            connection.autocommit = False
+        row = _run_prepared(pooled, values)
     except psycopg.errors.UniqueViolation:
         return None  # a known idempotency key, or the fan's number taken (see FAST_REDEEM)
     except psycopg.OperationalError:
@@ -300,6 +308,47 @@ def redeem_at_once(
         redeemed_at=now,
     )  # fmt: skip
     return done, name
+
+
+def _run_prepared(pooled: Any, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """FAST_REDEEM's row, or None, on the pool's psycopg connection — through libpq
+    itself (``Connection.pgconn``), because psycopg's cursor would cost more than the
+    statement: the parameters are adapted and the row loaded by psycopg's own
+    ``Transformer``, and nothing else runs. Outside a transaction block (the pool hands
+    connections over idle) the statement commits on its own. The pool's
+    ``ConnectionPoolEntry.info`` keeps what this needs per connection, and forgets it with
+    the connection."""
+    connection = pooled.driver_connection
+    pgconn = connection.pgconn
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return None  # not as the pool should hand it over: the general way, in a transaction
+    state = pooled.info.get(_FAST)
+    if state is None:
+        state = pooled.info[_FAST] = _Prepared(Transformer(connection))
+    parameters = state.transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
+    for _ in range(2):
+        if not state.prepared:
+            _check(pgconn.prepare(_FAST_NAME, FAST_REDEEM.encode(), _FAST_TYPES), connection)
+            state.prepared = True
+        result = pgconn.exec_prepared(_FAST_NAME, parameters)
+        if result.status != pq.ExecStatus.FATAL_ERROR:
+            break
+        if result.error_field(pq.DiagnosticField.SQLSTATE) != b"26000":
+            _check(result, connection)
+        state.prepared = False  # 26000: no such prepared statement any more
+    _check(result, connection)
+    if result.ntuples == 0:
+        return None
+    state.transformer.set_pgresult(result)
+    return state.transformer.load_row(0, tuple)
+
+
+def _check(result: pq.abc.PGresult, connection: psycopg.Connection) -> None:
+    """Raise the error ``result`` holds, as psycopg would (``UniqueViolation``, ...)."""
+    if result.status == pq.ExecStatus.FATAL_ERROR:
+        if connection.pgconn.status == pq.ConnStatus.BAD:
+            raise psycopg.OperationalError(connection.pgconn.get_error_message())
+        raise psycopg.errors.error_from_result(result, connection.info.encoding)
 
 
 @dataclass(frozen=True)

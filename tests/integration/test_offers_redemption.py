@@ -30,7 +30,7 @@ from offers_support import (
 from sqlalchemy import select
 
 from engine.db import Database
-from engine.exceptions import Conflict, InvalidInput
+from engine.exceptions import Conflict, InvalidInput, NotFound
 from engine.plugin_api import Money, TriggerContext
 from plugins.offers import analytics, redemption
 from plugins.offers.models import RedemptionRow
@@ -209,6 +209,12 @@ def test_invalid_requests_name_the_field(service, make, arguments, field):
         service.redeem(offer.id, **request)
     assert caught.value.field == field
     assert count_and_rows(service, offer.id) == (0, 0)
+
+
+@pytest.mark.parametrize("offer_id", ["", "x" * 201, "a\x00b", 5, None])
+def test_an_offer_id_that_cannot_be_one_is_not_found(service, offer_id):
+    with pytest.raises(NotFound):
+        service.redeem(offer_id, "fan-1", Decimal(10), "key-1")
 
 
 # --- Idempotency and the event ------------------------------------------------------------------
@@ -415,6 +421,27 @@ def test_the_one_statement_redemption_redeems_or_changes_nothing(pg, pg_service,
     assert done is not None and done.discount == Decimal("10.00")
     assert count_and_rows(pg_service, bogo.id) == (1, 1)
     assert fan_numbers(bogo.id) == [None]  # no limit per fan: not numbered
+
+
+def test_the_one_statement_redemption_survives_a_lost_statement_and_connection(pg, clock):
+    """The statement is prepared once per connection: prepared again when the server
+    forgot it (psycopg deallocates them all after a rollback); a connection the server
+    dropped is replaced, and the general way redeems meanwhile — once."""
+    own = Database(pg.engine.url.render_as_string(hide_password=False))  # one connection
+    try:
+        service = OffersService(own, now=clock.now)
+        offer = service.create(new_creator(), offer_fields())
+        service.redeem(offer.id, "fan-1", 10, "key-1")
+        with own.engine.connect() as connection:  # the pool's one connection
+            connection.exec_driver_sql("DEALLOCATE ALL")
+            backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        service.redeem(offer.id, "fan-2", 10, "key-2")
+        with pg.engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_terminate_backend({backend})")
+        service.redeem(offer.id, "fan-3", 10, "key-3")
+        assert count_and_rows(service, offer.id) == (3, 3)
+    finally:
+        own.dispose()
 
 
 def test_1000_concurrent_redemptions_of_an_offer_limited_to_100(pg_service):
