@@ -10,7 +10,10 @@ idempotency_key)`` is unique: the same key again is the first redemption, replay
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,12 +27,13 @@ from psycopg.adapt import PyFormat, Transformer
 from psycopg.postgres import types as PG_TYPES
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
-from sqlalchemy import String, and_, bindparam, func, or_, select, update
+from sqlalchemy import String, and_, bindparam, event, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from engine.plugin_api import HuntazeError, InvalidInput, Money, NotFound, TriggerContext
 from plugins.offers.models import Amount, OfferRow, RedemptionRow
@@ -272,12 +276,99 @@ _FAST = "huntaze.offers.redeem"  # the key of a pooled connection's _Prepared in
 
 @dataclass
 class _Prepared:
-    """FAST_REDEEM on one pooled connection: its adapters, and whether the server holds
+    """A connection that runs FAST_REDEEM: its adapters, and whether the server holds
     the statement prepared (psycopg deallocates every prepared statement after a
     rollback that follows its own: then it is prepared again)."""
 
+    connection: psycopg.Connection
     transformer: Transformer
     prepared: bool = False
+
+    @classmethod
+    def on(cls, connection: psycopg.Connection) -> _Prepared:
+        return cls(connection, Transformer(connection))
+
+
+class _Spare:
+    """Connections of one engine set aside for FAST_REDEEM. Taking one is a list's pop:
+    a checkout from the engine's pool and its return cost the client more CPU than the
+    statement does (docs/performance.md, Redemptions). They are the pool's connections,
+    opened by the engine (its arguments, its events) and detached from the pool; at most
+    the pool's size of them are open at once — past that, a redemption takes a connection
+    from the pool. Closed when the engine is disposed or collected, or at exit; a process
+    forked from the one that opened them leaves them alone (closing them would end the
+    parent's sessions) and opens its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.limit = engine.pool.size() if isinstance(engine.pool, QueuePool) else 1
+        self.idle: list[_Prepared] = []
+        self.open = 0  # opened and not closed, idle or in use
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.inherited: list[_Prepared] = []  # a parent's, neither used nor closed
+        event.listen(engine, "engine_disposed", self.close)
+        weakref.finalize(engine, self.close)  # also at exit
+
+    def take(self, engine: Engine) -> _Prepared | None:
+        """An idle connection, a new one, or None when as many as the limit are open."""
+        self._after_fork()
+        try:
+            return self.idle.pop()
+        except IndexError:
+            pass
+        with self.lock:
+            if self.open >= self.limit:
+                return None
+            self.open += 1
+        try:
+            pooled = engine.raw_connection()
+            connection = pooled.driver_connection
+            pooled.detach()
+        except BaseException:
+            with self.lock:
+                self.open -= 1
+            raise
+        return _Prepared.on(connection)
+
+    def give(self, state: _Prepared) -> None:
+        """Back among the idle, or closed if it broke."""
+        pgconn = state.connection.pgconn
+        if (
+            pgconn.status == pq.ConnStatus.OK
+            and pgconn.transaction_status == pq.TransactionStatus.IDLE
+        ):
+            self.idle.append(state)
+            return
+        state.connection.close()
+        with self.lock:
+            self.open -= 1
+
+    def close(self, *_engine: Engine) -> None:
+        """Close the idle ones (the engine is disposed, collected, or Python exits)."""
+        self._after_fork()
+        while self.idle:
+            self.idle.pop().connection.close()
+            with self.lock:
+                self.open -= 1
+
+    def _after_fork(self) -> None:
+        if self.pid != os.getpid():
+            self.inherited, self.idle = self.idle, []
+            self.open, self.lock, self.pid = 0, threading.Lock(), os.getpid()
+
+
+_SPARE: weakref.WeakKeyDictionary[Engine, _Spare] = weakref.WeakKeyDictionary()
+_SPARE_LOCK = threading.Lock()
+
+
+def _spare(engine: Engine) -> _Spare:
+    spare = _SPARE.get(engine)
+    if spare is None:
+        with _SPARE_LOCK:
+            spare = _SPARE.get(engine)
+            if spare is None:
+                spare = _SPARE[engine] = _Spare(engine)
+    return spare
 
 
 def redeem_at_once(
@@ -288,16 +379,19 @@ def redeem_at_once(
     code_key = request.code.lower() if request.code else None
     values = (request.offer_id, now, request.amount, request.fan_id, request.tags,
               request.currency, code_key, request.quantity, request.code, request.key)  # fmt: skip
-    pooled = engine.raw_connection()
+    spare = _spare(engine)
+    state = spare.take(engine)
     try:
-        row = _run_prepared(pooled, values)
+        row = _run_prepared(state, values) if state else _run_pooled(engine, values)
     except psycopg.errors.UniqueViolation:
         return None  # a known idempotency key, or the fan's number taken (see FAST_REDEEM)
     except psycopg.OperationalError:
-        pooled.invalidate()  # a lost connection: the general way retries, the key dedupes
-        return None
+        if state is not None:
+            state.connection.close()  # given back closed: forgotten
+        return None  # a lost connection: the general way retries, the key dedupes
     finally:
-        pooled.close()
+        if state is not None:
+            spare.give(state)
     if row is None:
         return None
     new_id, name, creator_id, currency, discount = row
@@ -310,22 +404,32 @@ def redeem_at_once(
     return done, name
 
 
-def _run_prepared(pooled: Any, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """FAST_REDEEM's row, or None, on the pool's psycopg connection — through libpq
-    itself (``Connection.pgconn``), because psycopg's cursor would cost more than the
-    statement: the parameters are adapted and the row loaded by psycopg's own
-    ``Transformer``, and nothing else runs. Outside a transaction block (the pool hands
-    connections over idle) the statement commits on its own. The pool's
-    ``ConnectionPoolEntry.info`` keeps what this needs per connection, and forgets it with
-    the connection."""
-    connection = pooled.driver_connection
+def _run_pooled(engine: Engine, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """FAST_REDEEM on a connection from the engine's pool, whose entry's ``info`` keeps
+    the connection's _Prepared (and forgets it with the connection)."""
+    pooled = engine.raw_connection()
+    try:
+        if pooled.driver_connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            return None  # not as the pool should hand it over: the general way
+        state = pooled.info.get(_FAST)
+        if state is None:
+            state = pooled.info[_FAST] = _Prepared.on(pooled.driver_connection)
+        return _run_prepared(state, values)
+    except psycopg.OperationalError:
+        pooled.invalidate()
+        raise
+    finally:
+        pooled.close()
+
+
+def _run_prepared(state: _Prepared, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """FAST_REDEEM's row, or None, on an idle connection — through libpq itself
+    (``Connection.pgconn``), because psycopg's cursor would cost more than the statement:
+    the parameters are adapted and the row loaded by psycopg's own ``Transformer``, and
+    nothing else runs. Outside a transaction block the statement commits on its own."""
+    connection, transformer = state.connection, state.transformer
     pgconn = connection.pgconn
-    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
-        return None  # not as the pool should hand it over: the general way, in a transaction
-    state = pooled.info.get(_FAST)
-    if state is None:
-        state = pooled.info[_FAST] = _Prepared(Transformer(connection))
-    parameters = state.transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
+    parameters = transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
     for _ in range(2):
         if not state.prepared:
             _check(pgconn.prepare(_FAST_NAME, FAST_REDEEM.encode(), _FAST_TYPES), connection)
@@ -339,8 +443,8 @@ def _run_prepared(pooled: Any, values: tuple[Any, ...]) -> tuple[Any, ...] | Non
     _check(result, connection)
     if result.ntuples == 0:
         return None
-    state.transformer.set_pgresult(result)
-    return state.transformer.load_row(0, tuple)
+    transformer.set_pgresult(result)
+    return transformer.load_row(0, tuple)
 
 
 def _check(result: pq.abc.PGresult, connection: psycopg.Connection) -> None:

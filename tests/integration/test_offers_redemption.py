@@ -5,6 +5,7 @@ connections)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -423,25 +424,63 @@ def test_the_one_statement_redemption_redeems_or_changes_nothing(pg, pg_service,
     assert fan_numbers(bogo.id) == [None]  # no limit per fan: not numbered
 
 
-def test_the_one_statement_redemption_survives_a_lost_statement_and_connection(pg, clock):
-    """The statement is prepared once per connection: prepared again when the server
-    forgot it (psycopg deallocates them all after a rollback); a connection the server
-    dropped is replaced, and the general way redeems meanwhile — once."""
-    own = Database(pg.engine.url.render_as_string(hide_password=False))  # one connection
+def test_the_one_statement_redemption_survives_lost_connections_and_statements(pg, clock):
+    """A connection set aside for the statement that the server dropped is closed and
+    replaced, and the general way redeems meanwhile — once. On a connection from the pool
+    (past the connections set aside), the statement is prepared again when the server
+    forgot it (psycopg deallocates them all after a rollback)."""
+    url = pg.engine.url.update_query_dict({"application_name": "offers-lost"})
+    own = Database(url.render_as_string(hide_password=False))
     try:
         service = OffersService(own, now=clock.now)
         offer = service.create(new_creator(), offer_fields())
         service.redeem(offer.id, "fan-1", 10, "key-1")
+        with pg.engine.connect() as connection:  # every connection of `own`
+            connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'offers-lost'"
+            )
+        service.redeem(offer.id, "fan-2", 10, "key-2")
+        service.redeem(offer.id, "fan-3", 10, "key-3")
+        spare = redemption._spare(own.engine)
+        spare.limit = 0  # from now on, the pool's connections
+        spare.close()
+        service.redeem(offer.id, "fan-4", 10, "key-4")
         with own.engine.connect() as connection:  # the pool's one connection
             connection.exec_driver_sql("DEALLOCATE ALL")
-            backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-        service.redeem(offer.id, "fan-2", 10, "key-2")
-        with pg.engine.connect() as connection:
-            connection.exec_driver_sql(f"SELECT pg_terminate_backend({backend})")
-        service.redeem(offer.id, "fan-3", 10, "key-3")
-        assert count_and_rows(service, offer.id) == (3, 3)
+        service.redeem(offer.id, "fan-5", 10, "key-5")
+        assert count_and_rows(service, offer.id) == (5, 5)
     finally:
         own.dispose()
+
+
+def _redeem_in_a_child(database: Database, clock, offer_id: str, results) -> None:
+    database.engine.dispose(close=False)  # SQLAlchemy's rule for a forked process
+    service = OffersService(database, now=clock.now)
+    results.put(service.redeem(offer_id, "fan-child", 10, "key-child").fan_id)
+
+
+def test_a_forked_process_leaves_the_parents_connections_alone(pg, pg_service, clock):
+    """The connections set aside for the one-statement redemption are the process's own:
+    a child forked after the parent redeemed neither uses nor closes them."""
+    offer = pg_service.create(new_creator(), offer_fields())
+    pg_service.redeem(offer.id, "fan-1", 10, "key-1")
+    sessions = {s.connection.info.backend_pid for s in redemption._spare(pg.engine).idle}
+    assert sessions
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_redeem_in_a_child, args=(pg, clock, offer.id, results))
+    child.start()
+    assert results.get(timeout=60) == "fan-child"
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    with pg.engine.connect() as connection:
+        alive = connection.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (list(sessions),)
+        )
+        assert {pid for (pid,) in alive} == sessions
+    pg_service.redeem(offer.id, "fan-2", 10, "key-2")
+    assert count_and_rows(pg_service, offer.id) == (3, 3)
 
 
 def test_1000_concurrent_redemptions_of_an_offer_limited_to_100(pg_service):
