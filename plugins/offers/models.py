@@ -101,8 +101,9 @@ class RedemptionRow(Base):
         # The fan's n-th redemption of the offer, when the offer limits them per fan:
         # two redemptions can never both be a fan's first.
         UniqueConstraint("offer_id", "fan_id", "fan_seq", name="uq_offer_redemptions_fan_seq"),
+        # Analytics by creator and time. By offer, the two keys above serve (one index
+        # fewer to write at each redemption: migration 0003).
         Index("ix_offer_redemptions_creator_time", "creator_id", "redeemed_at"),
-        Index("ix_offer_redemptions_offer_time", "offer_id", "redeemed_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
