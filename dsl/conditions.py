@@ -1,10 +1,11 @@
 """Conditions: their JSON form in a rule graph, and fast Python callables built from it.
 
-A condition is compiled twice. The fast form is Python source generated from the
-expression tree — field reads become ``ctx["fan"]["total_spent"]``, constants and keys
-are passed in as variables, never spliced in as text — and costs about as much as a
-hand-written lambda. When the context lacks a field or holds the wrong kind of value
-the fast form raises, and the precise form, a tree of closures, gives the answer.
+A compiled condition is one generated Python function with two forms of the expression.
+The fast form — field reads become ``ctx["fan"]["total_spent"]``, constants and keys are
+passed in as parameters, never spliced in as text — costs about as much as a hand-written
+lambda. When the context lacks a field or holds the wrong kind of value the fast form
+raises, and the precise form, generated alongside it, gives the answer ``evaluate`` gives.
+Since the text holds no constant, conditions of the same shape share one code object.
 
 Missing fields (absent, or ``null``) follow one rule, documented in the language
 reference: a missing value equals nothing — ``==`` and ``in`` are false, ``!=`` and
@@ -14,9 +15,13 @@ false. ``in`` with text on its right tests for a substring, ignoring case.
 
 from __future__ import annotations
 
+import builtins
 import operator
+import sys
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from functools import lru_cache
+from types import CodeType, FunctionType
 from typing import Any
 
 from dsl import ast
@@ -125,16 +130,14 @@ def runtime_value(data: JSON) -> Any:
 _ORDERING = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
-def _field_reader(path: tuple[str, ...]) -> Callable[[Mapping], Any]:
-    def read(ctx: Mapping) -> Any:
-        value: Any = ctx
-        for key in path:
-            if not isinstance(value, Mapping):
-                return None
-            value = value.get(key)
-        return value
-
-    return read
+def _read(ctx: Mapping, *path: str) -> Any:
+    """A field's value: None where a step is missing or is no mapping."""
+    value: Any = ctx
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
 
 
 def _contains(item: Any, container: Any) -> bool:
@@ -167,7 +170,8 @@ def _compare(op: str, left: Any, right: Any) -> bool:
 
 def _closure(data: JSON) -> Callable[[Mapping], Any]:
     if "field" in data:
-        return _field_reader(tuple(data["field"].split(".")))
+        path = tuple(data["field"].split("."))
+        return lambda ctx: _read(ctx, *path)
     if "not" in data:
         inner = _closure(data["not"])
         return lambda ctx: not inner(ctx)
@@ -190,11 +194,31 @@ def evaluate(data: JSON, ctx: Mapping[str, Any]) -> bool:
     return bool(_closure(data)(ctx))
 
 
-# --- The fast form ---------------------------------------------------------------
+# --- The compiled form -----------------------------------------------------------
+#
+# One generated function per condition holds both forms: the fast expression, and in its
+# `except` the precise one as code (a field read by `_read`, a comparison by `_compare`, as
+# `evaluate` does). Every constant and key is a parameter (p0, p1, ...), never spliced into
+# the text, so the source depends only on the condition's shape: conditions of one shape
+# share one code object, and each is a function over it whose parameters' defaults are its
+# values — a function object and a tuple (docs/performance.md, Conditions).
+
+_COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "not in"})
+_FALLBACK = "(KeyError, TypeError, AttributeError, IndexError)"
+
+
+# The generated functions' globals, the same for all.
+_GLOBALS: dict[str, Any] = {
+    "__builtins__": builtins,
+    "_read": _read,
+    "_compare": _compare,
+    "_contains": _contains,
+}
 
 
 class _Codegen:
-    """Python source for a condition; every constant and key is a parameter."""
+    """Python source for both forms of a condition; every constant and key is a
+    parameter. ``expr`` returns (fast, precise) source for a node."""
 
     def __init__(self) -> None:
         self.params: list[Any] = []
@@ -203,63 +227,77 @@ class _Codegen:
         self.params.append(value)
         return f"p{len(self.params) - 1}"
 
-    def expr(self, data: JSON) -> str:
+    def expr(self, data: JSON) -> tuple[str, str]:
         if "field" in data:
-            keys = data["field"].split(".")
-            return "ctx" + "".join(f"[{self.param(k)}]" for k in keys)
+            keys = [self.param(sys.intern(key)) for key in data["field"].split(".")]
+            return "ctx" + "".join(f"[{k}]" for k in keys), f"_read(ctx, {', '.join(keys)})"
         if "not" in data:
-            return f"(not {self.expr(data['not'])})"
+            fast, precise = self.expr(data["not"])
+            return f"(not {fast})", f"(not {precise})"
         for op in ("and", "or"):
             if op in data:
-                left, right = data[op]
-                return f"({self.expr(left)} {op} {self.expr(right)})"
+                (fast_l, precise_l), (fast_r, precise_r) = (self.expr(d) for d in data[op])
+                return (
+                    f"({fast_l} {op} {fast_r})",
+                    f"(bool({precise_l}) {op} bool({precise_r}))",
+                )
         if "op" in data:
             return self.comparison(data)
-        return self.param(runtime_value(data))
+        value = self.param(runtime_value(data))
+        return value, value
 
-    def operand(self, data: JSON) -> str:
+    def operand(self, data: JSON) -> tuple[str, str]:
         # Python's `and`/`or` yield one of their operands; compared as a value, the
         # result must be the bool the precise form compares.
-        code = self.expr(data)
-        return f"bool{code}" if "and" in data or "or" in data else code
+        fast, precise = self.expr(data)
+        return (f"bool{fast}", precise) if "and" in data or "or" in data else (fast, precise)
 
-    def comparison(self, data: JSON) -> str:
+    def comparison(self, data: JSON) -> tuple[str, str]:
         op, left, right = data["op"], data["left"], data["right"]
-        lhs = self.operand(left)
-        if op not in ("in", "not in"):
-            return f"({lhs} {op} {self.operand(right)})"
-        if "list" in right:
+        if op not in _COMPARISONS:
+            raise ValueError(f"not a comparison: {op!r}")
+        lhs, precise_l = self.operand(left)
+        if op in ("in", "not in") and "list" in right:
             members = runtime_value(right)
             try:
                 container = self.param(frozenset(members))
             except TypeError:
                 container = self.param(members)
-            return f"({lhs} {op} {container})"
-        rhs = self.operand(right)
-        if right.get("type") == ValueType.LIST:
-            return f"({lhs} {op} {rhs})"
+            # Membership in the set is membership in the list for any value: equal
+            # values hash alike, and an unhashable one equals no literal.
+            return f"({lhs} {op} {container})", f"_compare({op!r}, {precise_l}, {container})"
+        rhs, precise_r = self.operand(right)
+        precise = f"_compare({op!r}, {precise_l}, {precise_r})"
+        if op not in ("in", "not in") or right.get("type") == ValueType.LIST:
+            return f"({lhs} {op} {rhs})", precise
         if right.get("type") == ValueType.TEXT:
             # `.casefold` on a value that is not text raises, and the precise form decides.
-            return f"({lhs}.casefold() {op} {rhs}.casefold())"
+            return f"({lhs}.casefold() {op} {rhs}.casefold())", precise
         negate = "not " if op == "not in" else ""
-        return f"({negate}{self.param(_contains)}({lhs}, {rhs}))"
+        return f"({negate}_contains({lhs}, {rhs}))", precise
+
+
+@lru_cache(maxsize=4096)
+def _shape(fast: str, precise: str, count: int) -> CodeType:
+    """The code object of one shape of condition, compiled once."""
+    params = "".join(f", p{i}=None" for i in range(count))
+    source = (
+        f"def condition(ctx{params}):\n"
+        f"    try:\n"
+        f"        return True if {fast} else False\n"
+        f"    except {_FALLBACK}:\n"
+        f"        return True if {precise} else False\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<condition>", "exec"), _GLOBALS, namespace)  # from the tree only
+    return namespace["condition"].__code__
 
 
 def compile_condition(data: JSON) -> Condition:
-    """A fast callable ``ctx -> bool`` for a condition in its JSON form."""
+    """A fast callable ``ctx -> bool`` for a condition in its JSON form. It agrees with
+    ``evaluate`` on every context; call it with the context only (its other parameters
+    hold the condition's constants)."""
     gen = _Codegen()
-    body = gen.expr(data)
-    precise = gen.param(_closure(data))
-    names = ", ".join(f"p{i}" for i in range(len(gen.params)))
-    source = (
-        f"def _make({names}):\n"
-        f"    def condition(ctx):\n"
-        f"        try:\n"
-        f"            return True if {body} else False\n"
-        f"        except (KeyError, TypeError, AttributeError, IndexError):\n"
-        f"            return bool({precise}(ctx))\n"
-        f"    return condition\n"
-    )
-    namespace: dict[str, Any] = {}
-    exec(compile(source, "<condition>", "exec"), namespace)  # generated from the tree only
-    return namespace["_make"](*gen.params)
+    fast, precise = gen.expr(data)
+    code = _shape(fast, precise, len(gen.params))
+    return FunctionType(code, _GLOBALS, "condition", tuple(gen.params))

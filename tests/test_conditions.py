@@ -168,6 +168,31 @@ def test_compiled_conditions_agree_with_the_precise_evaluator(expr, ctx, typed):
     assert compile_condition(data)(ctx) is evaluate(data, ctx)
 
 
+def test_conditions_of_one_shape_share_their_code():
+    """The generated text holds no constant: one code object per shape, each condition a
+    function over it with its own constants."""
+
+    def compiled(text: str):
+        return compile_condition(to_json(parse_expression(text), FIELDS))
+
+    cheap = compiled('fan.total_spent >= 10 and fan.country == "US"')
+    dear = compiled('fan.total_spent >= 500 and fan.country == "FR"')
+    other = compiled("fan.total_spent >= 10")
+    assert cheap.__code__ is dear.__code__ and other.__code__ is not cheap.__code__
+    fan = {"fan": {"total_spent": 50, "country": "US"}}
+    assert (cheap(fan), dear(fan)) == (True, False)
+    # The precise form is shared as well, with the same constants.
+    incomplete = {"fan": {"total_spent": 50}}
+    assert (cheap(incomplete), dear(incomplete)) == (False, False)
+    assert not cheap({"fan": {"total_spent": 50, "country": None}})
+
+
+def test_an_unknown_operator_is_refused():
+    data = {"op": "or __import__('os') or", "left": {"number": "1"}, "right": {"number": "1"}}
+    with pytest.raises(ValueError, match="not a comparison"):
+        compile_condition(data)
+
+
 @pytest.mark.xfail(strict=True, reason="fast `in` trusts a list-typed field to hold a list")
 def test_text_in_a_list_typed_field_agrees():
     both('"VIP" in fan.tags', {"fan": {"tags": "vip, buyer"}})
