@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +30,9 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No ping at each checkout (a round trip per transaction): a connection the server
+    # dropped fails its first statement, which Database.run tries again on a new one.
+    return create_engine(url, pool_size=10, max_overflow=20)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -78,6 +80,15 @@ class Database:
     def _once(self, work: Callable[[Session], T]) -> T:
         with self.session() as session:
             return work(session)
+
+    def run_core(self, work: Callable[[Connection], T]) -> T:
+        """``run`` on a bare connection (SQLAlchemy Core), for the hot paths that use no
+        ORM: the same transaction and retries without a session's bookkeeping."""
+        return retry_transient(lambda: self._once_core(work), self.attempts)
+
+    def _once_core(self, work: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as connection:
+            return work(connection)
 
     def dispose(self) -> None:
         self.engine.dispose()

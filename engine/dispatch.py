@@ -13,22 +13,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from dsl.conditions import literal_from_json
 from dsl.types import literal_value
 from dsl.values import Money
 from engine.events import TriggerContext
 from engine.exceptions import InvalidInput, NotFound
-from engine.fans import fan_data, upsert_fan
+from engine.fans import upsert_fan
 from engine.index import AutomationIndex, IndexEntry
 from engine.jobs import enqueue_batches
 from engine.models import Creator, Event, Execution, ExecutionStatus, new_id
@@ -53,6 +54,10 @@ class Dispatcher:
         self.runtime = runtime
         # `is None`, not `or`: an index with no entries yet is falsy (it has a __len__).
         self.index = index if index is not None else AutomationIndex(runtime.db, runtime.redis)
+        self._insert = _insert_statement(runtime.db.dialect)
+        # Validated trigger arguments by (automation, version), for the index's entries.
+        self._configs: dict[tuple[str, int], BaseModel | None] = {}
+        self._configs_of = -1
 
     # The EventSystem handler.
     def __call__(self, context: TriggerContext) -> Dispatched:
@@ -87,7 +92,9 @@ class Dispatcher:
         model = self.validate(context)
         if entries is None:
             entries = self.index.lookup(context.creator_id, context.type)
-        result = self._transaction(lambda s: self._record(s, context, model, entries))
+        result = self._transaction(
+            lambda c: self._record(c, context, model, entries), [context.creator_id]
+        )
         self.enqueue(result.execution_ids)
         return result
 
@@ -96,105 +103,137 @@ class Dispatcher:
         prepared = [
             (c, self.validate(c), self.index.lookup(c.creator_id, c.type)) for c in contexts
         ]
-        results = self._transaction(lambda s: [self._record(s, c, m, e) for c, m, e in prepared])
+        results = self._transaction(
+            lambda conn: [self._record(conn, c, m, e) for c, m, e in prepared],
+            [c.creator_id for c in contexts],
+        )
         self.enqueue([i for r in results for i in r.execution_ids])
         return results
 
     def enqueue(self, execution_ids: Sequence[str]) -> None:
         enqueue_batches(self.runtime, execution_ids)
 
-    def _transaction(self, work: Callable[[Session], T]) -> T:
-        """``db.run(work)``, done again when a unique key refuses a row because another
+    def _transaction(self, work: Callable[[Connection], T], creators: list[str]) -> T:
+        """``db.run_core(work)``, done again when a unique key refuses a row because another
         dispatcher inserted the same event, or the same new fan, at the same moment:
-        the next try sees their row (a duplicate event, a fan to update)."""
+        the next try sees their row (a duplicate event, a fan to update). An event of an
+        unknown creator is refused by the events' foreign key: that is checked only
+        then, not before every event."""
         attempt = 1
         while True:
             try:
-                return self.runtime.db.run(work)
+                return self.runtime.db.run_core(work)
             except IntegrityError:
+                self._check_creators(creators)
                 if attempt >= RACE_ATTEMPTS:
                     raise
                 attempt += 1
                 log.info("a concurrent dispatch inserted the same row; trying again")
 
+    def _check_creators(self, creators: list[str]) -> None:
+        query = select(CREATORS.c.id).where(CREATORS.c.id.in_(set(creators)))
+        known = set(self.runtime.db.run_core(lambda c: list(c.scalars(query))))
+        for creator_id in creators:
+            if creator_id not in known:
+                raise NotFound(f"no creator `{creator_id}`")
+
     # --- In the transaction ------------------------------------------------------------
 
     def _record(
         self,
-        session: Session,
+        connection: Connection,
         context: TriggerContext,
         model: BaseModel,
         entries: tuple[IndexEntry, ...],
     ) -> Dispatched:
-        if session.get(Creator, context.creator_id) is None:
-            raise NotFound(f"no creator `{context.creator_id}`")
-        event_id, duplicate = self._log_event(session, context)
+        now = self.runtime.clock.now()
+        event_id, duplicate = self._log_event(connection, context, now)
         if duplicate:
             # Its first delivery created its executions in the transaction that logged
             # it: a resent event runs nothing, not even automations created since.
             return Dispatched(event_id, (), True)
-        fan = upsert_fan(session, context.creator_id, context.fan_id, model.fan)
-        data = {**model.model_dump(mode="json"), "fan": fan_data(fan)}
-        data = _plain_money(model, data)
+        fan_id, fan = upsert_fan(connection, context.creator_id, context.fan_id, model.fan)
+        data = _plain_money(model, {**model.model_dump(mode="json"), "fan": fan})
         trigger = self.runtime.plugins.triggers[context.type]
-        rows = []
-        for entry in entries:
-            if not trigger.matches(_trigger_config(trigger, entry), model):
-                continue
-            rows.append(
-                {
-                    "id": new_id(),
-                    "automation_id": entry.automation_id,
-                    "automation_version": entry.version,
-                    "creator_id": context.creator_id,
-                    "fan_id": fan.id,
-                    "event_id": event_id,
-                    "trigger_type": context.type,
-                    "trigger_data": data,
-                    "status": ExecutionStatus.PENDING,
-                    "steps_executed": 0,
-                    "attempts": 0,
-                    "executed_at": self.runtime.clock.now(),
-                }
-            )
-        created = self._insert_executions(session, rows)
+        rows = [
+            {
+                "id": new_id(),
+                "automation_id": entry.automation_id,
+                "automation_version": entry.version,
+                "creator_id": context.creator_id,
+                "fan_id": fan_id,
+                "event_id": event_id,
+                "trigger_type": context.type,
+                "trigger_data": data,
+                "status": ExecutionStatus.PENDING,
+                "steps_executed": 0,
+                "attempts": 0,
+                "executed_at": now,
+            }
+            for entry in entries
+            if trigger.matches(self._trigger_config(trigger, entry), model)
+        ]
+        created = self._insert_executions(connection, rows)
         return Dispatched(event_id, tuple(created), duplicate)
 
-    def _log_event(self, session: Session, context: TriggerContext) -> tuple[str, bool]:
+    def _trigger_config(self, trigger: Trigger, entry: IndexEntry) -> BaseModel | None:
+        """The automation's trigger arguments, validated once per version."""
+        if self._configs_of != self.index.loads:  # the index was reloaded
+            self._configs, self._configs_of = {}, self.index.loads
+        key = (entry.automation_id, entry.version)
+        if key not in self._configs:
+            self._configs[key] = _trigger_config(trigger, entry)
+        return self._configs[key]
+
+    def _log_event(
+        self, connection: Connection, context: TriggerContext, now: datetime
+    ) -> tuple[str, bool]:
         if context.event_id is not None:
-            existing = session.scalar(
-                select(Event.id).where(
-                    Event.creator_id == context.creator_id,
-                    Event.external_id == context.event_id,
-                )
+            existing = connection.scalar(
+                _EVENT, {"creator": context.creator_id, "external": context.event_id}
             )
             if existing is not None:
                 return existing, True
-        event = Event(
-            creator_id=context.creator_id,
-            external_id=context.event_id,
-            type=context.type,
-            fan_external_id=context.fan_id,
-            # As received; values a Python caller gave (datetime, Decimal) as JSON.
-            data=to_jsonable_python(dict(context.data)),
-            occurred_at=context.timestamp,
-            received_at=self.runtime.clock.now(),
+        event_id = new_id()
+        connection.execute(
+            insert(EVENTS),
+            {
+                "id": event_id,
+                "creator_id": context.creator_id,
+                "external_id": context.event_id,
+                "type": context.type,
+                "fan_external_id": context.fan_id,
+                # As received; values a Python caller gave (datetime, Decimal) as JSON.
+                "data": to_jsonable_python(dict(context.data)),
+                "occurred_at": context.timestamp,
+                "received_at": now,
+            },
         )
-        session.add(event)
-        session.flush()
-        return event.id, False
+        return event_id, False
 
-    def _insert_executions(self, session: Session, rows: list[dict]) -> list[str]:
+    def _insert_executions(self, connection: Connection, rows: list[dict]) -> list[str]:
+        """One statement, built once: its rows go as parameters (SQLAlchemy's
+        "insertmanyvalues"), not compiled into a new statement every time."""
         if not rows:
             return []
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-        statement = (
-            insert(Execution)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["automation_id", "fan_id", "event_id"])
-            .returning(Execution.id)
-        )
-        return list(session.scalars(statement))
+        return list(connection.scalars(self._insert, rows))
+
+
+EVENTS = Event.__table__
+EXECUTIONS = Execution.__table__
+CREATORS = Creator.__table__
+_EVENT = select(EVENTS.c.id).where(
+    EVENTS.c.creator_id == bindparam("creator"), EVENTS.c.external_id == bindparam("external")
+)
+
+
+def _insert_statement(dialect: str):
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(EXECUTIONS)
+        .on_conflict_do_nothing(index_elements=["automation_id", "fan_id", "event_id"])
+        .returning(EXECUTIONS.c.id)
+    )
 
 
 def _trigger_config(trigger: Trigger, entry: IndexEntry) -> BaseModel | None:

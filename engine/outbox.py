@@ -1,71 +1,76 @@
 """The outbox: messages for fans, written once, capped per fan per day.
 
 Delivering them to a platform is a delivery plugin's job (docs/operations.md): it
-reads ``pending`` rows and marks them ``sent``. Writing here is idempotent on the
-step's key, so a retried step never queues the same message twice.
+reads ``pending`` rows and marks them ``sent``. The runner writes a wave's messages
+together, in the transaction that marks their steps done, with the fans' rows locked
+(so two executions cannot both take a fan's last message of the day); a message whose
+idempotency key is already there is not written again.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
-from engine.clock import Clock
-from engine.db import Database
-from engine.exceptions import MessageCapReached
-from engine.models import Creator, Fan, OutboxMessage
+from engine.models import Fan, OutboxMessage
+
+OUTBOX = OutboxMessage.__table__
+DAY = timedelta(days=1)
 
 
-class SqlOutbox:
-    """The ``Outbox`` service for one execution."""
+def cap_message(sent: int, cap: int) -> str:
+    return f"daily message cap reached: {sent} of {cap} messages in 24 hours"
 
-    def __init__(
-        self, db: Database, clock: Clock, default_cap: int, execution_id: str | None = None
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.default_cap = default_cap
-        self.execution_id = execution_id
 
-    def send(self, *, creator_id: str, fan_id: str, text: str, idempotency_key: str) -> str:
-        return self.db.run(lambda s: self._send(s, creator_id, fan_id, text, idempotency_key))
+def day_start(now: datetime) -> datetime:
+    """Messages after this moment count against the daily cap at ``now``."""
+    return now - DAY
 
-    def _send(self, session: Session, creator_id: str, fan_id: str, text: str, key: str) -> str:
-        # Locking the fan serialises this fan's sends, so two executions cannot both
-        # take the last message of the day, and two tries of one step (a lease that
-        # expired under a slow worker) cannot both miss the key and both insert it.
-        session.get(Fan, fan_id, with_for_update=True)
-        existing = session.scalar(
-            select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key)
+
+def sent_today() -> ColumnElement[int]:
+    """Per fan row of the enclosing query: its messages since the bind ``since``."""
+    fans = Fan.__table__
+    return (
+        select(func.count(OUTBOX.c.id))
+        .where(
+            OUTBOX.c.creator_id == fans.c.creator_id,
+            OUTBOX.c.fan_id == fans.c.id,
+            OUTBOX.c.created_at > bindparam("since"),
         )
-        if existing is not None:
-            return existing
-        now = self.clock.now()
-        cap = session.scalar(
-            select(Creator.messages_per_fan_per_day).where(Creator.id == creator_id)
-        )
-        cap = self.default_cap if cap is None else cap
-        sent_today = session.scalar(
-            select(func.count(OutboxMessage.id)).where(
-                OutboxMessage.creator_id == creator_id,
-                OutboxMessage.fan_id == fan_id,
-                OutboxMessage.created_at > now - timedelta(days=1),
-            )
-        )
-        if sent_today >= cap:
-            raise MessageCapReached(
-                f"daily message cap reached: {sent_today} of {cap} messages in 24 hours"
-            )
-        message = OutboxMessage(
-            creator_id=creator_id,
-            fan_id=fan_id,
-            execution_id=self.execution_id,
-            text=text,
-            idempotency_key=key,
-            created_at=now,
-        )
-        session.add(message)
-        session.flush()
-        return message.id
+        .scalar_subquery()
+    )
+
+
+def _insert_statement(insert):
+    return insert(OUTBOX).on_conflict_do_nothing(index_elements=["idempotency_key"])
+
+
+_INSERT = {"postgresql": _insert_statement(pg_insert), "sqlite": _insert_statement(sqlite_insert)}
+
+
+def insert_messages(connection: Connection, rows: Sequence[dict]) -> dict[str, str]:
+    """Write ``rows`` (outbox columns) in one statement; return the id stored under each
+    idempotency key — another attempt's, where its message was already there."""
+    if not rows:
+        return {}
+    statement = _INSERT[connection.dialect.name]
+    stored = {row["idempotency_key"]: row["id"] for row in rows}
+    if connection.execute(statement, list(rows)).rowcount < len(rows):
+        stored.update(existing_messages(connection, list(stored)))
+    return stored
+
+
+def existing_messages(connection: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """The ids of messages already written under these idempotency keys."""
+    if not keys:
+        return {}
+    query = select(OUTBOX.c.idempotency_key, OUTBOX.c.id).where(
+        OUTBOX.c.idempotency_key.in_(list(keys))
+    )
+    return {key: message_id for key, message_id in connection.execute(query)}
