@@ -4,6 +4,7 @@ upserts, duplicate events, trigger arguments, and bulk dispatch."""
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -273,6 +274,24 @@ def test_days_before_matches_only_that_many_days_left(runtime, creator, automati
                       event={"days_left": days, "renewal_price": 9})  # fmt: skip
         ran[days] = executions_of(runtime, dispatcher.dispatch(ctx).event_id)
     assert ran == {0: {every}, 2: {every}, 3: {three, every}, 4: {every}, 30: {every}}
+
+
+def test_trigger_arguments_changed_by_an_edit_apply_to_the_next_event(
+    runtime, creator, automations, dispatcher
+):
+    """The dispatcher validates an automation's trigger arguments once per version."""
+    saved = automations.create(
+        creator.id, text("Soon", "subscription_expiring days_before: 3"), status="active"
+    )
+
+    def runs(days: int) -> bool:
+        ctx = context("subscription_expiring", creator.id, f"fan-{uuid.uuid4().hex[:6]}",
+                      event={"days_left": days, "renewal_price": 9})  # fmt: skip
+        return bool(dispatcher.dispatch(ctx).execution_ids)
+
+    assert (runs(3), runs(5)) == (True, False)
+    automations.update(saved.id, source=text("Soon", "subscription_expiring days_before: 5"))
+    assert (runs(3), runs(5)) == (False, True)
 
 
 # --- Bulk -----------------------------------------------------------------------------------
