@@ -55,9 +55,10 @@ class Dispatcher:
         # `is None`, not `or`: an index with no entries yet is falsy (it has a __len__).
         self.index = index if index is not None else AutomationIndex(runtime.db, runtime.redis)
         self._insert = _insert_statement(runtime.db.dialect)
-        # Validated trigger arguments by (automation, version), for the index's entries.
+        # Validated trigger arguments by (automation, version): versions never change.
         self._configs: dict[tuple[str, int], BaseModel | None] = {}
-        self._configs_of = -1
+        # By (creator, trigger): the index's entries and, for each, its arguments.
+        self._groups: dict[tuple[str, str], tuple[tuple, tuple]] = {}
 
     # The EventSystem handler.
     def __call__(self, context: TriggerContext) -> Dispatched:
@@ -90,25 +91,43 @@ class Dispatcher:
         """Log the event and queue an execution per matching automation (by default
         the creator's active automations for the trigger)."""
         model = self.validate(context)
-        if entries is None:
-            entries = self.index.lookup(context.creator_id, context.type)
+        matched = self.matching(context, model, entries)
         result = self._transaction(
-            lambda c: self._record(c, context, model, entries), [context.creator_id]
+            lambda c: self._record(c, context, model, matched), [context.creator_id]
         )
         self.enqueue(result.execution_ids)
         return result
 
     def dispatch_many(self, contexts: Sequence[TriggerContext]) -> list[Dispatched]:
         """Several events, one transaction and pipelined enqueues: for bulk imports."""
-        prepared = [
-            (c, self.validate(c), self.index.lookup(c.creator_id, c.type)) for c in contexts
-        ]
+        models = [(c, self.validate(c)) for c in contexts]
+        prepared = [(c, m, self.matching(c, m)) for c, m in models]
         results = self._transaction(
             lambda conn: [self._record(conn, c, m, e) for c, m, e in prepared],
             [c.creator_id for c in contexts],
         )
         self.enqueue([i for r in results for i in r.execution_ids])
         return results
+
+    def matching(
+        self,
+        context: TriggerContext,
+        model: BaseModel,
+        entries: tuple[IndexEntry, ...] | None = None,
+    ) -> list[IndexEntry]:
+        """The automations that run for the event: of ``entries`` (by default the
+        creator's active automations for the trigger), those whose trigger arguments
+        match it."""
+        if entries is None:
+            entries = self.index.lookup(context.creator_id, context.type)
+        trigger = self.runtime.plugins.triggers[context.type]
+        key = (context.creator_id, context.type)
+        group = self._groups.get(key)
+        if group is None or group[0] is not entries:  # new, or the index was reloaded
+            configs = tuple(self._trigger_config(trigger, entry) for entry in entries)
+            group = self._groups[key] = (entries, configs)
+        return [e for e, config in zip(entries, group[1], strict=True)
+                if trigger.matches(config, model)]  # fmt: skip
 
     def enqueue(self, execution_ids: Sequence[str]) -> None:
         enqueue_batches(self.runtime, execution_ids)
@@ -144,7 +163,7 @@ class Dispatcher:
         connection: Connection,
         context: TriggerContext,
         model: BaseModel,
-        entries: tuple[IndexEntry, ...],
+        matched: list[IndexEntry],
     ) -> Dispatched:
         now = self.runtime.clock.now()
         event_id, duplicate = self._log_event(connection, context, now)
@@ -154,7 +173,6 @@ class Dispatcher:
             return Dispatched(event_id, (), True)
         fan_id, fan = upsert_fan(connection, context.creator_id, context.fan_id, model.fan)
         data = _plain_money(model, {**model.model_dump(mode="json"), "fan": fan})
-        trigger = self.runtime.plugins.triggers[context.type]
         rows = [
             {
                 "id": new_id(),
@@ -170,16 +188,13 @@ class Dispatcher:
                 "attempts": 0,
                 "executed_at": now,
             }
-            for entry in entries
-            if trigger.matches(self._trigger_config(trigger, entry), model)
+            for entry in matched
         ]
         created = self._insert_executions(connection, rows)
         return Dispatched(event_id, tuple(created), duplicate)
 
     def _trigger_config(self, trigger: Trigger, entry: IndexEntry) -> BaseModel | None:
         """The automation's trigger arguments, validated once per version."""
-        if self._configs_of != self.index.loads:  # the index was reloaded
-            self._configs, self._configs_of = {}, self.index.loads
         key = (entry.automation_id, entry.version)
         if key not in self._configs:
             self._configs[key] = _trigger_config(trigger, entry)

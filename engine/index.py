@@ -40,7 +40,6 @@ class AutomationIndex:
         self._checked = 0.0
         self._stale = True
         self._lock = threading.Lock()
-        self.loads = 0  # how many times the entries were (re)loaded
 
     def lookup(self, creator_id: str, trigger: str) -> tuple[IndexEntry, ...]:
         self._refresh_if_needed()
@@ -64,7 +63,6 @@ class AutomationIndex:
             self._checked = now
             if self._stale or generation != self._generation:
                 self._entries = self._load()
-                self.loads += 1
                 self._generation = generation
                 self._stale = False
 

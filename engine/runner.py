@@ -82,10 +82,15 @@ class _Templates:
 TEMPLATES = _Templates()
 
 
-@dataclass(frozen=True, slots=True)
 class LoadedGraph:
-    entry: str | None
-    nodes: dict[str, tuple]
+    """A cached graph: its entry node and its flat node table."""
+
+    __slots__ = ("entry", "nodes", "used")
+
+    def __init__(self, entry: str | None, nodes: dict[str, tuple]) -> None:
+        self.entry = entry
+        self.nodes = nodes
+        self.used = False  # since the cache last passed over it (see GraphCache)
 
 
 def _name(text: str | None) -> str | None:
@@ -94,8 +99,10 @@ def _name(text: str | None) -> str | None:
 
 
 class GraphCache:
-    """Compiled graphs by (automation, version), the least recently used dropped first:
-    versions never change once saved."""
+    """Compiled graphs by (automation, version) — versions never change once saved —,
+    those not used lately dropped first: a graph used since the cache last passed over
+    it gets a second chance (the CLOCK approximation of least recently used, which
+    keeps a hit to one attribute write)."""
 
     def __init__(self, runtime: Runtime, size: int = 4096) -> None:
         self.runtime = runtime
@@ -106,25 +113,26 @@ class GraphCache:
         self._configs: WeakValueDictionary[tuple, BaseModel] = WeakValueDictionary()
 
     def get(self, automation_id: str, version: int) -> LoadedGraph:
-        key = (automation_id, version)
-        loaded = self._graphs.get(key)
-        if loaded is not None:
-            self._graphs.move_to_end(key)
-            return loaded
-        return self.runtime.db.run_core(lambda c: self.get_many(c, [key]))[key]
+        loaded = self._graphs.get((automation_id, version))
+        if loaded is None:
+            key = (automation_id, version)
+            return self.runtime.db.run_core(lambda c: self.get_many(c, [key]))[key]
+        loaded.used = True
+        return loaded
 
     def get_many(
         self, connection: Connection, keys: Iterable[tuple[str, int]]
     ) -> dict[tuple[str, int], LoadedGraph]:
         """The graphs of ``keys``; those not cached are read in one query. A key without
         a stored version is left out."""
+        graphs = self._graphs
         found, missing = {}, []
         for key in set(keys):
-            loaded = self._graphs.get(key)
+            loaded = graphs.get(key)
             if loaded is None:
                 missing.append(key)
             else:
-                self._graphs.move_to_end(key)
+                loaded.used = True
                 found[key] = loaded
         if missing:
             query = select(VERSIONS.c.automation_id, VERSIONS.c.version, VERSIONS.c.graph).where(
@@ -132,9 +140,12 @@ class GraphCache:
             )
             for automation_id, version, graph in connection.execute(query):
                 key = (automation_id, version)
-                found[key] = self._graphs[key] = self.load(graph)
-            while len(self._graphs) > self.size:
-                self._graphs.popitem(last=False)
+                found[key] = graphs[key] = self.load(graph)
+            while len(graphs) > self.size:
+                key, oldest = graphs.popitem(last=False)
+                if oldest.used:  # a second chance, at the newest end
+                    oldest.used = False
+                    graphs[key] = oldest
         return found
 
     def load(self, data: dict[str, Any]) -> LoadedGraph:
