@@ -11,18 +11,17 @@ conditions evaluated and the actions that would run. Side by side, on the same e
    >= 50 and ...``), walking tuples, on the event's data as it arrived. Nothing is
    validated: the floor for this work in Python.
 2. **engine, in memory**: ``AutomationIndex.lookup``, the trigger plugin's ``matches``
-   with the automation's arguments as the dispatcher validates them, and the conditions
-   compiled by ``dsl.conditions`` as the runner's ``GraphCache`` holds them, walked over
-   its ``RuleGraph`` nodes, on the context the dispatcher stores for the execution.
+   with the automation's arguments as the dispatcher holds them (validated once per
+   automation version), and the conditions compiled by ``dsl.conditions`` as the
+   runner's ``GraphCache`` holds them, walked over its flat node table as
+   ``Runner._walk`` walks it, on the context the dispatcher stores for the execution.
 3. **engine, in memory, with the event's validation**: 2, plus what ``Dispatcher``
    does per event before its transaction: the event validated against the trigger's
    pydantic context, and the execution's context built from it.
-4. **proposal**: 2 with each automation's trigger arguments validated once and its graph
-   flattened once into tuples (``Flattened``): a change measured here, not in the engine.
-5. **Dispatcher.dispatch**: the whole dispatch, with its PostgreSQL transaction (event
+4. **Dispatcher.dispatch**: the whole dispatch, with its PostgreSQL transaction (event
    logged, fan upserted, executions inserted) and the jobs queued in Redis (nobody runs
    them here).
-6. **Dispatcher.dispatch_many**: the same, 50 events to a transaction.
+5. **Dispatcher.dispatch_many**: the same, 50 events to a transaction.
 
 Then where the engine's in-memory time goes: its pass cut short after each stage (the
 index lookup, the trigger's arguments matched, the cached graph fetched, the walk).
@@ -58,12 +57,11 @@ from engine_support import (
 )
 
 from dsl.conditions import runtime_value
-from dsl.graph import ConditionNode, RuleGraph, WaitNode
-from engine.dispatch import Dispatcher, _plain_money, _trigger_config
+from engine.dispatch import Dispatcher, _plain_money
 from engine.events import TriggerContext
 from engine.fans import fan_data
 from engine.models import Execution, Fan
-from engine.runner import GraphCache
+from engine.runner import ACTION, CONDITION, GraphCache
 from engine.runtime import Runtime
 
 TARGET = 0.5  # the engine's in-memory dispatch, as a fraction of the bound's events/s
@@ -162,77 +160,26 @@ def execution_context(dispatcher: Dispatcher, context: TriggerContext) -> Prepar
 
 
 def engine_walk(dispatcher: Dispatcher, graphs: GraphCache, prepared: Prepared) -> Counts:
-    """Index lookup, trigger matching, and the conditions walked as ``Runner.run``
-    walks them (its loop, without the database work between steps)."""
+    """Index lookup, trigger matching, and the conditions walked as ``Runner._walk``
+    walks them (its loop, without the step rows it records)."""
     context, model, data = prepared.context, prepared.model, prepared.data
-    trigger = dispatcher.runtime.plugins.triggers[context.type]
     matched = conditions = actions = 0
-    for entry in dispatcher.index.lookup(context.creator_id, context.type):
-        if not trigger.matches(_trigger_config(trigger, entry), model):
-            continue
+    for entry in dispatcher.matching(context, model):
         matched += 1
         loaded = graphs.get(entry.automation_id, entry.version)
-        node_id = loaded.graph.entry
+        nodes = loaded.nodes
+        node_id = loaded.entry
         while node_id is not None:
-            node = loaded.graph.nodes[node_id]
-            if isinstance(node, WaitNode):
-                break
-            if isinstance(node, ConditionNode):
+            kind, a, b, c = nodes[node_id]
+            if kind == CONDITION:
                 conditions += 1
-                node_id = node.then if loaded.conditions[node.id](data) else node.otherwise
-            else:
+                node_id = b if a(data) else c
+            elif kind == ACTION:
                 actions += 1
-                node_id = node.next
+                node_id = c
+            else:
+                break
     return matched, conditions, actions
-
-
-class Flattened:
-    """The proposal, measured here and not in the engine: the same index entries and
-    compiled conditions, with each automation's trigger arguments validated once and its
-    graph flattened once into tuples, ``(kind, condition, then or next, otherwise)``."""
-
-    def __init__(self, dispatcher: Dispatcher, graphs: GraphCache) -> None:
-        self.dispatcher = dispatcher
-        self.graphs = graphs
-        self.prepared: dict[tuple[str, int], tuple[Any, str | None, dict]] = {}
-
-    def entry(self, trigger: Any, entry: Any) -> tuple[Any, str | None, dict]:
-        key = (entry.automation_id, entry.version)
-        found = self.prepared.get(key)
-        if found is None:
-            loaded = self.graphs.get(*key)
-            nodes = {}
-            for node_id, node in loaded.graph.nodes.items():
-                if isinstance(node, ConditionNode):
-                    nodes[node_id] = (0, loaded.conditions[node_id], node.then, node.otherwise)
-                elif isinstance(node, WaitNode):
-                    nodes[node_id] = (2, None, None, None)
-                else:
-                    nodes[node_id] = (1, None, node.next, None)
-            found = (_trigger_config(trigger, entry), loaded.graph.entry, nodes)
-            self.prepared[key] = found
-        return found
-
-    def walk(self, prepared: Prepared) -> Counts:
-        context, model, data = prepared.context, prepared.model, prepared.data
-        trigger = self.dispatcher.runtime.plugins.triggers[context.type]
-        matched = conditions = actions = 0
-        for entry in self.dispatcher.index.lookup(context.creator_id, context.type):
-            config, node_id, nodes = self.entry(trigger, entry)
-            if not trigger.matches(config, model):
-                continue
-            matched += 1
-            while node_id is not None:
-                kind, condition, then, otherwise = nodes[node_id]
-                if kind == 0:
-                    conditions += 1
-                    node_id = then if condition(data) else otherwise
-                elif kind == 1:
-                    actions += 1
-                    node_id = then
-                else:
-                    break
-        return matched, conditions, actions
 
 
 def add(total: list[int], counts: Counts) -> None:
@@ -244,13 +191,6 @@ def engine_pass(dispatcher: Dispatcher, graphs: GraphCache, prepared: Sequence[P
     total = [0, 0, 0]
     for one in prepared:
         add(total, engine_walk(dispatcher, graphs, one))
-    return tuple(total)
-
-
-def flattened_pass(flattened: Flattened, prepared: Sequence[Prepared]) -> Counts:
-    total = [0, 0, 0]
-    for one in prepared:
-        add(total, flattened.walk(one))
     return tuple(total)
 
 
@@ -293,13 +233,12 @@ def fill_cache(runtime: Runtime, loaded: Loaded) -> GraphCache:
     round trips of set-up, not of anything measured)."""
     graphs = GraphCache(runtime, size=len(loaded.graphs))
     for automation_id, graph in loaded.graphs.items():
-        graphs._graphs[(automation_id, 1)] = graphs._load(RuleGraph.from_json(graph))
+        graphs._graphs[(automation_id, 1)] = graphs.load(graph)
     return graphs
 
 
 def stages(dispatcher: Dispatcher, graphs: GraphCache, prepared: Sequence[Prepared]) -> dict:
     """The engine's in-memory pass cut short after each stage, for where its time goes."""
-    triggers = dispatcher.runtime.plugins.triggers
 
     def lookup() -> int:
         return sum(len(dispatcher.index.lookup(p.context.creator_id, p.context.type))
@@ -308,15 +247,13 @@ def stages(dispatcher: Dispatcher, graphs: GraphCache, prepared: Sequence[Prepar
     def match(fetch: bool) -> int:
         n = 0
         for p in prepared:
-            trigger = triggers[p.context.type]
-            for entry in dispatcher.index.lookup(p.context.creator_id, p.context.type):
-                if trigger.matches(_trigger_config(trigger, entry), p.model):
-                    n += graphs.get(entry.automation_id, entry.version) is not None if fetch else 1
+            for entry in dispatcher.matching(p.context, p.model):
+                n += graphs.get(entry.automation_id, entry.version) is not None if fetch else 1
         return n
 
     return {
         "index lookup": lookup,
-        "+ trigger arguments validated and matched": lambda: match(False),
+        "+ trigger arguments matched (validated once a version)": lambda: match(False),
         "+ GraphCache.get of each matching automation": lambda: match(True),
         "+ walk of the graph, conditions evaluated": lambda: engine_pass(
             dispatcher, graphs, prepared
@@ -343,18 +280,18 @@ def set_up(runtime: Runtime, args: argparse.Namespace) -> Setup:
     )
     dispatcher = Dispatcher(runtime)
     graphs = fill_cache(runtime, loaded)
-    conditions = sum(len(g.conditions) for g in graphs._graphs.values())
+    conditions = sum(
+        node[0] == CONDITION for g in graphs._graphs.values() for node in g.nodes.values()
+    )
     print(f"index: {len(dispatcher.index):,} entries; {conditions:,} compiled conditions")
     events = make_events(loaded.creators, args.events, args.seed)
     raw = [(e.creator_id, e.type, e.data) for e in events]
     prepared = [execution_context(dispatcher, e) for e in events]
     index = bound_index(loaded)
-    flattened = Flattened(dispatcher, graphs)
     contenders = {
         BOUND: lambda: bound_pass(index, raw),
         ENGINE: lambda: engine_pass(dispatcher, graphs, prepared),
         VALIDATING: lambda: engine_validating_pass(dispatcher, graphs, events),
-        PROPOSAL: lambda: flattened_pass(flattened, prepared),
     }
     return Setup(runtime, dispatcher, events, index, contenders,
                  stages(dispatcher, graphs, prepared))  # fmt: skip
@@ -363,8 +300,7 @@ def set_up(runtime: Runtime, args: argparse.Namespace) -> Setup:
 BOUND = "bound: dict index + lambdas"
 ENGINE = "engine: lookup + match + compiled conditions"
 VALIDATING = "engine: the same + event validation and context"
-PROPOSAL = "proposal: engine, arguments and graphs prepared once"
-FAST = (BOUND, ENGINE, PROPOSAL)  # repeated within a round: a pass is short
+FAST = (BOUND, ENGINE)  # repeated within a round: a pass is short
 
 
 def time_in_memory(setup: Setup, args: argparse.Namespace, times: dict) -> None:
@@ -442,7 +378,7 @@ def print_figures(times: dict, db: dict, n: int, args: argparse.Namespace) -> No
     )
     bound = median(times[BOUND])
     rows = []
-    for label in (BOUND, ENGINE, VALIDATING, PROPOSAL):
+    for label in (BOUND, ENGINE, VALIDATING):
         seconds = median(times[label])
         ratio = bound / seconds
         target = f">= {TARGET}x" if label in (ENGINE, VALIDATING) else ""
@@ -467,8 +403,8 @@ def print_figures(times: dict, db: dict, n: int, args: argparse.Namespace) -> No
     print("\nwhere the engine's in-memory time goes (CPU, cumulative passes):\n")
     print(table(["stage", "us/event", "cumulative"], rows))
     print(
-        f"\nmedians of {args.rounds} rounds ({args.repeat} passes a round for the first, second "
-        "and fourth); "
+        f"\nmedians of {args.rounds} rounds ({args.repeat} passes a round for the first and "
+        "second); "
         f"dispatches: {args.db_events} events a round, {args.db_rounds} rounds; "
         f"load average at end: {load_average()}"
     )
@@ -476,7 +412,7 @@ def print_figures(times: dict, db: dict, n: int, args: argparse.Namespace) -> No
 
 STAGE_LABELS = (
     "index lookup",
-    "+ trigger arguments validated and matched",
+    "+ trigger arguments matched (validated once a version)",
     "+ GraphCache.get of each matching automation",
     "+ walk of the graph, conditions evaluated",
 )

@@ -22,8 +22,9 @@ each ``emit`` call to its executions' first action step row (the claim written b
 the action runs), p50 / p95 / p99.
 
 Last, where a worker's time goes: the same job function run in this process on one
-trial's executions, with the time spent in SQL statements, in commits and in the
-connection pool's checks counted per execution.
+trial's executions (once to read and compile their graphs, as a worker that has run
+them before holds them, then measured), with the time spent in SQL statements and in
+commits counted per execution; ``--profile-batch`` sets how many executions a call runs.
 
 ``--synchronous-commit off`` runs everything with PostgreSQL's ``synchronous_commit``
 off for the engine's connections (the dispatcher's and the workers'): a commit no
@@ -62,7 +63,7 @@ from sqlalchemy import func, select, update
 
 from engine.dispatch import Dispatcher
 from engine.events import EventSystem, TriggerContext
-from engine.jobs import run_executions, runner_for
+from engine.jobs import run_executions
 from engine.models import Creator, Execution, ExecutionStatus, StepRun
 from engine.runtime import Runtime, install
 
@@ -167,18 +168,23 @@ def set_batch_size(runtime: Runtime, size: int) -> None:
 # --- Where a worker's time goes -------------------------------------------------------------
 
 
-def runner_profile(runtime: Runtime, events: Sequence[TriggerContext]) -> dict[str, float]:
+def runner_profile(
+    runtime: Runtime, events: Sequence[TriggerContext], batch: int
+) -> dict[str, float]:
     """Run the events' executions in this process (the job function a worker runs),
-    counting per execution: transactions, statements, and the wall time spent in
-    statements, in commits and in the pool's connection checks (``pool_pre_ping``)."""
-    truncate(runtime, TABLES)
-    dispatcher = Dispatcher(runtime)
-    ids = [i for c in events for i in dispatcher.dispatch(c).execution_ids]
+    ``batch`` to a call, counting per execution: statements and commits, and the wall
+    time spent in each."""
     install(runtime)
-    runner_for(runtime)  # built before the clock starts, as in a worker that ran a job
+    dispatcher = Dispatcher(runtime)
+    dispatcher.enqueue = lambda ids: None  # this process runs them
+    for warm in (True, False):  # the first pass reads and compiles the graphs
+        truncate(runtime, TABLES)
+        ids = [i for c in events for i in dispatcher.dispatch(c).execution_ids]
+        if warm:
+            run_executions(ids)
     dialect = runtime.db.engine.dialect
-    spent = {"statements": 0.0, "commits": 0.0, "pings": 0.0}
-    counts = {"statements": 0, "commits": 0, "pings": 0}
+    spent = {"statements": 0.0, "commits": 0.0}
+    counts = {"statements": 0, "commits": 0}
 
     def timed(kind: str, method):
         def wrapper(*args, **kwargs):
@@ -193,19 +199,18 @@ def runner_profile(runtime: Runtime, events: Sequence[TriggerContext]) -> dict[s
 
     # Instance attributes shadow the dialect's methods for this engine only.
     dialect.do_commit = timed("commits", dialect.do_commit)
-    dialect.do_ping = timed("pings", dialect.do_ping)
     dialect.do_execute = timed("statements", dialect.do_execute)
     dialect.do_execute_no_params = timed("statements", dialect.do_execute_no_params)
     dialect.do_executemany = timed("statements", dialect.do_executemany)
     try:
         started, started_cpu = time.perf_counter(), time.process_time()
-        run_executions(ids)
+        for i in range(0, len(ids), batch):
+            run_executions(ids[i : i + batch])
         wall = time.perf_counter() - started
         cpu = time.process_time() - started_cpu
     finally:
         for name in (
             "do_commit",
-            "do_ping",
             "do_execute",
             "do_execute_no_params",
             "do_executemany",
@@ -239,7 +244,7 @@ def transaction_cost(runtime: Runtime, n: int = 300) -> dict[str, tuple[float, f
     return costs
 
 
-def print_profile(profiles: list[dict[str, float]]) -> None:
+def print_profile(profiles: list[dict[str, float]], args: argparse.Namespace) -> None:
     def mid(key: str) -> float:
         return median([p[key] for p in profiles])
 
@@ -247,16 +252,17 @@ def print_profile(profiles: list[dict[str, float]]) -> None:
     rows = [
         [kind, f"{mid(kind + '_n'):.1f}", f"{mid(kind + '_ms'):.1f}",
          f"{mid(kind + '_ms') / wall:.0%}"]
-        for kind in ("statements", "commits", "pings")
+        for kind in ("statements", "commits")
     ]  # fmt: skip
-    measured = sum(mid(k + "_ms") for k in ("statements", "commits", "pings"))
+    measured = sum(mid(k + "_ms") for k in ("statements", "commits"))
     rest = wall - measured
-    label = "the rest: Python (ORM, pydantic, actions), waits for a core"
+    label = "the rest: Python (SQLAlchemy, pydantic, actions), waits for a core"
     rows.append([label, "", f"{rest:.1f}", f"{rest / wall:.0%}"])
     rows.append(["an execution, in all", "", f"{wall:.1f} (CPU {mid('cpu_ms'):.1f})", "100%"])
     print(
         f"\nwhere a worker's time goes: {profiles[0]['executions']:.0f} executions run by "
-        f"run_executions in this process, medians of {len(profiles)} rounds, per execution:\n"
+        f"run_executions in this process, {args.profile_batch} to a call, medians of "
+        f"{len(profiles)} rounds, per execution:\n"
     )
     print(table(["", "calls", "wall ms", "share"], rows))
     for label in ("read", "write"):
@@ -358,14 +364,14 @@ def report(runtime: Runtime, args: argparse.Namespace) -> None:
     set_batch_size(runtime, args.paced_batch)
     profiles = []
     for _ in range(args.rounds):
-        profile = runner_profile(runtime, trial_events)
+        profile = runner_profile(runtime, trial_events, args.profile_batch)
         for label, costs in transaction_cost(runtime).items():
             profile.update({f"{label}_{i}": value for i, value in enumerate(costs)})
         profiles.append(profile)
     if figures:
         print_rates(figures, args)
         print_latencies(figures, args)
-    print_profile(profiles)
+    print_profile(profiles, args)
     print(f"\nworker logs: {log_dir}")
 
 
@@ -436,6 +442,9 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument("--paced-batch", type=int, default=20)
     parser.add_argument("--profile-only", action="store_true", help="no workers: the profile")
+    parser.add_argument(
+        "--profile-batch", type=int, default=3, help="executions a job runs in the profile"
+    )
     parser.add_argument("--synchronous-commit", choices=("on", "off"), default="on")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a trial at most")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)

@@ -10,9 +10,9 @@ size (``VmRSS`` in ``/proc/self/status``) after each stage:
    what every worker holds before any automation;
 2. the dispatcher's ``AutomationIndex`` loaded: every active automation's index entry
    (what an API process holds);
-3. the runner's ``GraphCache`` holding every automation's compiled graph: the
-   ``RuleGraph``, each condition compiled to a Python function by ``dsl.conditions``,
-   each action's validated arguments (what a worker holds once it has run each one).
+3. the runner's ``GraphCache`` holding every automation's compiled graph: its flat node
+   table, each condition compiled to a Python function by ``dsl.conditions``, each
+   action's validated arguments (what a worker holds once it has run each one).
 
 The cache keeps 4,096 graphs by default, so a worker as shipped holds at most that
 many; the script fills it both ways: at its default size, after running through all
@@ -52,6 +52,7 @@ def measure(database_url: str, redis_url: str, cache_size: int | None) -> dict[s
     figures = {"start": rss_mb()}
     from engine.index import AutomationIndex
     from engine.jobs import runner_for
+    from engine.runner import CONDITION
     from engine.runtime import Runtime, install
     from engine.settings import Settings
 
@@ -77,19 +78,21 @@ def measure(database_url: str, redis_url: str, cache_size: int | None) -> dict[s
     gc.collect()
     figures["graphs"] = rss_mb()
     figures["cached"] = len(runner.graphs._graphs)
-    figures["conditions"] = sum(len(g.conditions) for g in runner.graphs._graphs.values())
+    figures["conditions"] = sum(
+        node[0] == CONDITION for g in runner.graphs._graphs.values() for node in g.nodes.values()
+    )
     runtime.close()
     return figures
 
 
 def breakdown(database_url: str, redis_url: str) -> dict[str, float]:
-    """In a child process: Python heap (tracemalloc) per automation of each part of a
-    cached graph, built from the stored graphs as ``GraphCache._load`` builds them."""
+    """In a child process: Python heap (tracemalloc) per automation of a cached graph,
+    built from the stored graphs as ``GraphCache.load`` builds it, and of its parts."""
     import tracemalloc
 
     from sqlalchemy import select
 
-    from dsl.conditions import _closure, compile_condition
+    from dsl.conditions import compile_condition
     from dsl.graph import ActionNode, ConditionNode, RuleGraph
     from engine.models import AutomationVersion
     from engine.runner import GraphCache
@@ -110,15 +113,25 @@ def breakdown(database_url: str, redis_url: str) -> dict[str, float]:
         return size / 1024 / len(stored), kept
 
     figures = {}
-    figures["RuleGraph objects"], graphs = heap(lambda: [RuleGraph.from_json(g) for g in stored])
+    figures["a cached graph (GraphCache.load), in all"], _ = heap(
+        lambda: [cache.load(g) for g in stored]
+    )
+    graphs = [RuleGraph.from_json(g) for g in stored]
     nodes = [n for g in graphs for n in g.nodes.values()]
     exprs = [n.expr for n in nodes if isinstance(n, ConditionNode)]
     actions = [n for n in nodes if isinstance(n, ActionNode)]
-    figures["compiled conditions"], _ = heap(lambda: [compile_condition(e) for e in exprs])
-    figures["of which the precise form"], _ = heap(lambda: [_closure(e) for e in exprs])
-    figures["validated action arguments"], _ = heap(lambda: [cache._config(n) for n in actions])
-    figures["the graphs as JSON (dicts), for scale"], _ = heap(
+    figures["of which compiled conditions"], _ = heap(lambda: [compile_condition(e) for e in exprs])
+
+    def arguments() -> list:
+        shared = GraphCache(runtime)  # equal arguments of the same action: one object
+        return [shared._config(n) for n in actions]
+
+    figures["of which validated action arguments (shared)"], _ = heap(arguments)
+    figures["for scale: the graphs as JSON (dicts)"], _ = heap(
         lambda: [json.loads(json.dumps(g)) for g in stored]
+    )
+    figures["for scale: the graphs as RuleGraph objects"], _ = heap(
+        lambda: [RuleGraph.from_json(g) for g in stored]
     )
     runtime.close()
     return figures
