@@ -48,7 +48,11 @@ def sent_today() -> ColumnElement[int]:
 
 
 def _insert_statement(insert):
-    return insert(OUTBOX).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    return (
+        insert(OUTBOX)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .execution_options(preserve_rowcount=True)  # SQLAlchemy drops an INSERT's otherwise
+    )
 
 
 _INSERT = {"postgresql": _insert_statement(pg_insert), "sqlite": _insert_statement(sqlite_insert)}

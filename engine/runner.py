@@ -790,7 +790,7 @@ def _upsert_steps_statement(insert):
         where=and_(
             STEPS.c.status == StepStatus.RUNNING, statement.excluded.status != StepStatus.RUNNING
         ),
-    )
+    ).execution_options(preserve_rowcount=True)  # SQLAlchemy drops an INSERT's otherwise
 
 
 def _lost_claims(connection: Connection, rows: dict[tuple[str, str], dict]) -> set[str]:
