@@ -3,9 +3,10 @@
 Two contenders, each run by ``--clients`` concurrent client processes (8 by default),
 every client on a connection of its own, for ``--seconds`` per trial:
 
-1. ours: ``OffersService.redeem(offer_id, fan_id, amount, idempotency_key)`` — one
-   transaction: the conditional ``UPDATE offers ... RETURNING`` that enforces the limit,
-   the ``INSERT`` of the redemption row (its unique key is the idempotency), the commit;
+1. ours: ``OffersService.redeem(offer_id, fan_id, amount, idempotency_key)`` — the
+   request checked, then one statement that commits on its own: the conditional ``UPDATE
+   offers ... RETURNING`` that enforces the limit and the ``INSERT`` of the redemption row
+   (its unique key is the idempotency; ``FAST_REDEEM`` in plugins/offers/redemption.py);
 2. the floor: a plain ``UPDATE offers SET redemption_count = redemption_count + 1 WHERE
    id = %s RETURNING redemption_count`` in a loop, written directly with psycopg in
    autocommit mode (one round trip and one commit per redemption, nothing logged).
