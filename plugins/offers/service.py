@@ -313,7 +313,8 @@ class OffersService:
         (nothing changed), ``NotFound`` or ``InvalidInput``."""
         asked = redemption.request(offer_id, fan_id, amount, idempotency_key, fan, quantity,
                                    code)  # fmt: skip
-        if self.db.engine.dialect.name == "postgresql":
+        dialect = self.db.engine.dialect
+        if dialect.name == "postgresql" and dialect.driver == "psycopg":  # psycopg 3's libpq
             fast = redemption.redeem_at_once(self.db.engine, asked, self.now())
             if fast is not None:
                 self._emit(*fast, asked.fan)
