@@ -43,6 +43,7 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from engine_support import (
@@ -60,7 +61,7 @@ from dsl.conditions import runtime_value
 from engine.dispatch import Dispatcher, _plain_money
 from engine.events import TriggerContext
 from engine.fans import fan_data
-from engine.models import Execution, Fan
+from engine.models import Execution
 from engine.runner import ACTION, CONDITION, GraphCache
 from engine.runtime import Runtime
 
@@ -147,12 +148,12 @@ class Prepared:
 
 def execution_context(dispatcher: Dispatcher, context: TriggerContext) -> Prepared:
     """What ``Dispatcher._record`` builds before its inserts, the fan taken from the
-    event (the dispatcher takes it from the upserted row: the same fields here)."""
+    event as ``upsert_fan`` takes a new fan's (an existing one's: the row's, with them)."""
     model = dispatcher.validate(context)
     fan = model.fan
-    row = Fan(
+    row = SimpleNamespace(
         name=fan.name, username=fan.username, total_spent=fan.total_spent.amount,
-        tags=list(fan.tags), country=fan.country, subscribed_at=fan.subscribed_at,
+        tags=sorted(set(fan.tags)), country=fan.country, subscribed_at=fan.subscribed_at,
         message_count=fan.message_count,
     )  # fmt: skip
     data = {**model.model_dump(mode="json"), "fan": fan_data(row)}
