@@ -293,22 +293,28 @@ def test_sigkilled_workers_lose_no_execution_and_send_no_message_twice(
 
 def _mid_execution(pool: WorkerPool, runtime: Runtime, timeout: float) -> str | None:
     """A worker that holds the lease of an execution it is running (not one still
-    starting up, or between two executions), if one does within ``timeout``."""
+    starting up, or between two executions), if one does within ``timeout``. Not one
+    whose executions were taken over twice already: a kill costs each execution of the
+    job an attempt, and a job retried slowly (its webhook again) is the likeliest
+    victim — killed five times, its executions would be given up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         # A job of a few executions runs for tens of milliseconds: poll often, asking the
         # database first (cheap), the workers only when some execution is leased.
         if _leased(runtime):
             for name, job in pool.current_jobs(runtime.redis).items():
-                if _leased(runtime, list(job.args[0]) if job.args else []):
+                if _leased(runtime, list(job.args[0]) if job.args else [], below=3):
                     return name
         time.sleep(0.01)
     return None
 
 
-def _leased(runtime: Runtime, execution_ids: list[str] | None = None) -> bool:
-    """Whether any of the executions (any at all, without ids) is leased and running."""
-    query = select(func.count()).where(
+def _leased(
+    runtime: Runtime, execution_ids: list[str] | None = None, below: int = jobs.MAX_ATTEMPTS
+) -> bool:
+    """Whether any of the executions (any at all, without ids) is leased and running,
+    and none of those leased has had ``below`` attempts or more."""
+    query = select(func.count(), func.max(Execution.attempts)).where(
         Execution.status == ExecutionStatus.RUNNING,
         Execution.lease_until > datetime.now(UTC),
     )
@@ -316,7 +322,8 @@ def _leased(runtime: Runtime, execution_ids: list[str] | None = None) -> bool:
         if not execution_ids:
             return False
         query = query.where(Execution.id.in_(execution_ids))
-    return runtime.db.run(lambda s: s.scalar(query)) > 0
+    leased, attempts = runtime.db.run(lambda s: s.execute(query).one())
+    return leased > 0 and attempts < below
 
 
 # --- 2. Waits: a flushed Redis, the RQ scheduler, the sweep ------------------------------
