@@ -376,6 +376,20 @@ def test_every_setting_is_documented_and_every_documented_variable_exists():
     assert documented == {f"HUNTAZE_LLM_{name.upper()}" for name in LLMSettings.model_fields}
 
 
+def test_the_readmes_variables_exist_with_the_defaults_it_gives():
+    """The README lists the main settings with their defaults; docs/ai.md lists them all."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `HUNTAZE_LLM_([A-Z_]+)` \| ([^|]+) \|", text, re.M)
+    assert {"PROVIDER", "BASE_URL", "API_KEY", "MODEL_AUTOMATIONS", "MODEL_OFFERS"} <= {
+        name for name, _ in rows
+    }
+    for name, default in rows:
+        field = LLMSettings.model_fields[name.lower()]
+        if field.default is None:
+            continue  # documented by what happens without it ("none", the provider's URL)
+        assert default.strip() == f"`{field.default}`", name
+
+
 def configurations() -> list[str]:
     """The ```sh blocks of docs/ai.md's section "Configuring the model"."""
     text = (ROOT / "docs" / "ai.md").read_text(encoding="utf-8")

@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # the engine's database side loads only for --save
 
 @click.group()
 def ai() -> None:
-    """Write automations from English with the configured model (HUNTAZE_LLM_*)."""
+    """Automations written from English, and offer suggestions, by the model set in
+    HUNTAZE_LLM_* (or offline, without one)."""
 
 
 ai.add_command(offers)
