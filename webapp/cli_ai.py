@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from pydantic import ValidationError
 
 from dsl.ast import Span
 from dsl.diagnostics import Diagnostic, Severity, render
 from dsl.policy import Policy
 from engine.ai.builder import BuildError, BuildResult, build_automation
-from engine.ai.llm import LLMError, LLMSettings, client_from_settings
 from engine.catalogue import load_catalogue
 from engine.exceptions import HuntazeError
 from webapp.cli_ai_offers import offers
+from webapp.cli_llm import llm_client
 
 if TYPE_CHECKING:  # the engine's database side loads only for --save
     from engine.automations import AutomationService
@@ -87,16 +86,7 @@ def build(
 
 
 def _build(description: str, max_repairs: int, confirmed: bool, policy: Policy) -> BuildResult:
-    try:
-        client = client_from_settings(LLMSettings())
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"HUNTAZE_LLM_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise click.ClickException(f"invalid LLM settings: {problems}") from None
-    except LLMError as exc:
-        raise click.ClickException(str(exc)) from None
-    with client:
+    with llm_client() as client:
         try:
             return build_automation(
                 description,

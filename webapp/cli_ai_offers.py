@@ -10,16 +10,13 @@ on an error (no such creator, a database without the schema, invalid settings).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from engine.ai.llm import LLMClient, LLMError, LLMSettings, client_from_settings
 from plugins.offers.ai import (
     BundleSuggestion,
     DiscountRecommendation,
@@ -30,6 +27,7 @@ from plugins.offers.ai import (
     suggest_pricing,
 )
 from plugins.offers.insights import Insights, load_insights
+from webapp.cli_llm import llm_client
 
 TOP_PAIRS = 5
 
@@ -73,7 +71,7 @@ def insights(creator_name: str, as_of: datetime | None, output_format: str) -> N
 def pricing(creator_name: str, as_of: datetime | None, output_format: str, item: str) -> None:
     """Prices for one item (design: suggestPricing)."""
     found = _insights(creator_name, as_of)
-    with _client() as client:
+    with llm_client() as client:
         result = suggest_pricing(item, found, client)
     _report(result, output_format, f"Prices for {item}", _pricing_lines)
 
@@ -83,7 +81,7 @@ def pricing(creator_name: str, as_of: datetime | None, output_format: str, item:
 def bundles(creator_name: str, as_of: datetime | None, output_format: str) -> None:
     """Bundles of items the same fans buy (design: suggestBundles)."""
     found = _insights(creator_name, as_of)
-    with _client() as client:
+    with llm_client() as client:
         result = suggest_bundles(found, client)
     _report(result, output_format, "Bundles", _bundle_lines)
 
@@ -94,7 +92,7 @@ def discounts(creator_name: str, as_of: datetime | None, output_format: str) -> 
     """Discounts for the creator's fan segments, within their policy (design:
     recommendDiscounts)."""
     found, policy = _insights(creator_name, as_of, with_policy=True)
-    with _client() as client:
+    with llm_client() as client:
         result = recommend_discounts(found, client, max_percentage=float(policy.max_discount),
                                      max_fixed=_float(policy.max_fixed_discount))  # fmt: skip
     _report(result, output_format, "Discounts", _discount_lines)
@@ -171,21 +169,6 @@ def _open(url: str, attempts: int) -> Any:
             f"the database lacks the tables {', '.join(missing)}: run `huntaze db upgrade`"
         )
     return database
-
-
-@contextmanager
-def _client() -> Iterator[LLMClient]:
-    try:
-        client = client_from_settings(LLMSettings())
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"HUNTAZE_LLM_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise click.ClickException(f"invalid LLM settings: {problems}") from None
-    except LLMError as exc:
-        raise click.ClickException(str(exc)) from None
-    with client:
-        yield client
 
 
 # --- Printing ---------------------------------------------------------------------------
