@@ -37,6 +37,17 @@ class TriggerSpec:
     config_model: type[BaseModel] | None = None
 
 
+# What a creator's policy (dsl.policy) looks at in an action's arguments, by role: the
+# role's name and the types an argument in that role may have. An action names its
+# arguments in these roles itself (``ActionSpec.policy_arguments``; a plugin declares
+# ``discount_argument`` and ``validity_argument``), so the policy checks a third party's
+# discount exactly as it checks ``create_offer``'s.
+POLICY_ROLES: Mapping[str, frozenset[ValueType]] = {
+    "discount": frozenset({ValueType.PERCENT, ValueType.MONEY}),  # max_discount ...
+    "validity": frozenset({ValueType.DURATION}),  # max_offer_validity
+}
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     name: str
@@ -46,6 +57,12 @@ class ActionSpec:
     emits: tuple[str, ...] = ()
     # Whether running it reaches outside the system (a message, a webhook).
     side_effects: bool = True
+    # Whether each step sends the fan a message: it counts toward the policy's
+    # max_messages_per_fan_per_day, as send_message does.
+    sends_message: bool = False
+    # The arguments the policy checks, by role (a key of POLICY_ROLES): create_offer's
+    # is {"discount": "discount", "validity": "valid_for"}.
+    policy_arguments: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,22 @@
 """Guardrails: what a valid automation may still not do to a creator's fans.
 
 The checker says whether an automation makes sense; a :class:`Policy` says whether the
-creator wants it. ``check_policy(module, policy)`` reports, as diagnostics with the
-usual span and hint, every place an automation goes beyond the policy:
+creator wants it. ``check_policy(module, policy, catalog)`` reports, as diagnostics with
+the usual span and hint, every place an automation goes beyond the policy:
 
-- ``policy.max-discount``: a ``create_offer`` discount above ``max_discount`` (a
-  percentage) or above ``max_fixed_discount`` (an amount, in the offer's own currency);
+- ``policy.max-discount``: a discount above ``max_discount`` (a percentage) or above
+  ``max_fixed_discount`` (an amount, in the offer's own currency);
 - ``policy.confirm-discount``: a percentage above ``confirm_discount_above``, which the
   creator must confirm (an error unless ``confirmed=True``; nothing once confirmed);
 - ``policy.offer-validity``: an offer that lasts longer than ``max_offer_validity``;
-- ``policy.messages-per-day``: more ``send_message`` steps than
+- ``policy.messages-per-day``: more message-sending steps than
   ``max_messages_per_fan_per_day`` that one run can send one fan within 24 hours.
+
+Which steps send a message and which arguments are a discount or a validity, the
+catalogue says (``ActionSpec.sends_message`` and ``policy_arguments``, which every
+plugin declares, the built-in ``send_message`` and ``create_offer`` as any other): no
+action is known here by its name, so a third party's action is held to the same policy.
+An action the catalogue does not know has no role.
 
 The message count follows every path through the automation: each ``if`` may take any
 of its arms (conditions are not evaluated), and a ``wait`` moves the clock on. Two
@@ -26,7 +32,7 @@ policy sees exactly the numbers that will run.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -35,6 +41,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from dsl import ast
+from dsl.catalog import Catalog
 from dsl.diagnostics import Diagnostic, error
 from dsl.explain import duration_words, money_words, number_words
 
@@ -112,17 +119,23 @@ class Policy(BaseModel):
 
 
 def check_policy(
-    module: ast.Module | ast.Automation, policy: Policy, *, confirmed: bool = False
+    module: ast.Module | ast.Automation,
+    policy: Policy,
+    catalog: Catalog,
+    *,
+    confirmed: bool = False,
 ) -> list[Diagnostic]:
-    """Every place ``module`` goes beyond ``policy``, in source order. With
-    ``confirmed``, discounts that only needed the creator's confirmation are allowed."""
+    """Every place ``module`` goes beyond ``policy``, in source order, its actions' roles
+    read from ``catalog``. With ``confirmed``, discounts that only needed the creator's
+    confirmation are allowed."""
     automations = module.automations if isinstance(module, ast.Module) else (module,)
     diagnostics: list[Diagnostic] = []
     for automation in automations:
         for action in _actions(automation.body):
-            if action.name == "create_offer":
-                diagnostics.extend(_offer(action, policy, confirmed))
-        diagnostics.extend(_messages(automation, policy))
+            spec = catalog.actions.get(action.name)
+            if spec is not None and spec.policy_arguments:
+                diagnostics.extend(_discounts(action, spec.policy_arguments, policy, confirmed))
+        diagnostics.extend(_messages(automation, policy, catalog))
     return sorted(diagnostics, key=lambda d: (d.span.line, d.span.column))
 
 
@@ -137,13 +150,17 @@ def _actions(steps: Sequence[ast.Step]) -> Iterator[ast.Action]:
                 yield from _actions(else_body or ())
 
 
-# --- Offers --------------------------------------------------------------------------------
+# --- Discounts and validity ----------------------------------------------------------------
 
 
-def _offer(action: ast.Action, policy: Policy, confirmed: bool) -> Iterator[Diagnostic]:
+def _discounts(
+    action: ast.Action, roles: Mapping[str, str], policy: Policy, confirmed: bool
+) -> Iterator[Diagnostic]:
+    """The arguments of ``action`` in a role (``roles``: role -> argument), checked."""
+    by_argument = {argument: role for role, argument in roles.items()}
     for argument in action.arguments:
         value = argument.value
-        match argument.name, value:
+        match by_argument.get(argument.name), value:
             case "discount", ast.Percent(value=percent):
                 yield from _percentage(value, percent, policy, confirmed)
             case "discount", ast.Money(amount=amount) if (
@@ -157,7 +174,7 @@ def _offer(action: ast.Action, policy: Policy, confirmed: bool) -> Iterator[Diag
                     hint="lower the amount, or raise `max_fixed_discount` in the policy",
                     code="policy.max-discount",
                 )
-            case "valid_for", ast.Duration() if (
+            case "validity", ast.Duration() if (
                 policy.max_offer_validity is not None
                 and value.seconds > policy.max_offer_validity.total_seconds()
             ):
@@ -291,17 +308,17 @@ def _either(options: Sequence[_Sends]) -> _Sends:
     )
 
 
-def _block(steps: Sequence[ast.Step]) -> _Sends:
+def _block(steps: Sequence[ast.Step], senders: frozenset[str]) -> _Sends:
     sends = _NOTHING
     for step in steps:
         match step:
-            case ast.Action(name="send_message"):
+            case ast.Action(name=name) if name in senders:
                 part = _message(step.span)
             case ast.Wait(duration=duration):
                 part = _wait(duration.seconds)
             case ast.If(branches=branches, else_body=else_body):
-                arms = [_block(b.body) for b in branches]
-                arms.append(_block(else_body) if else_body is not None else _NOTHING)
+                arms = [_block(b.body, senders) for b in branches]
+                arms.append(_block(else_body, senders) if else_body is not None else _NOTHING)
                 part = _either(arms)
             case _:
                 continue
@@ -309,13 +326,19 @@ def _block(steps: Sequence[ast.Step]) -> _Sends:
     return sends
 
 
-def messages_per_day(automation: ast.Automation) -> int:
-    """The most messages one run of ``automation`` can send one fan within 24 hours."""
-    return _block(automation.body).most
+def _senders(catalog: Catalog) -> frozenset[str]:
+    """The actions whose every step sends the fan a message."""
+    return frozenset(name for name, spec in catalog.actions.items() if spec.sends_message)
 
 
-def _messages(automation: ast.Automation, policy: Policy) -> Iterator[Diagnostic]:
-    sends = _block(automation.body)
+def messages_per_day(automation: ast.Automation, catalog: Catalog) -> int:
+    """The most messages one run of ``automation`` can send one fan within 24 hours,
+    counting the steps of the actions that ``catalog`` says send a message."""
+    return _block(automation.body, _senders(catalog)).most
+
+
+def _messages(automation: ast.Automation, policy: Policy, catalog: Catalog) -> Iterator[Diagnostic]:
+    sends = _block(automation.body, _senders(catalog))
     limit = policy.max_messages_per_fan_per_day
     if sends.most > limit:
         yield error(

@@ -10,7 +10,9 @@ that waits while its automation is edited resumes the version it started.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +22,7 @@ from dsl import analyse, compile_automation
 from dsl.diagnostics import Diagnostic
 from dsl.parser import parse
 from dsl.policy import Policy, check_policy
-from engine.creators import get_policy
+from engine.creators import PolicyConflict, get_policy, policy_conflicts, set_policy
 from engine.dispatch import Dispatcher
 from engine.events import TriggerContext
 from engine.exceptions import Conflict, InvalidAutomation, InvalidInput, NotFound
@@ -29,6 +31,15 @@ from engine.models import Automation, AutomationStatus, AutomationVersion, Creat
 from engine.runtime import Runtime
 
 STATUSES = tuple(s.value for s in AutomationStatus)
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """A creator's new policy, as it applies now (``AutomationService.policy``), and
+    their active automations it would refuse (:class:`engine.creators.PolicyConflict`)."""
+
+    policy: Policy
+    conflicts: tuple[PolicyConflict, ...]
 
 
 class AutomationService:
@@ -180,7 +191,8 @@ class AutomationService:
         module, diagnostics = analyse(source, self.runtime.plugins.catalog)
         valid = module is not None and not any(d.is_error for d in diagnostics)
         if creator_id is not None and valid:
-            found = check_policy(module, self.policy(creator_id), confirmed=confirmed)
+            catalog = self.runtime.plugins.catalog
+            found = check_policy(module, self.policy(creator_id), catalog, confirmed=confirmed)
             diagnostics = _in_order([*diagnostics, *found])
         return diagnostics
 
@@ -188,6 +200,25 @@ class AutomationService:
         """The creator's policy, as saving checks it (see engine.creators.get_policy)."""
         default = self.runtime.settings.messages_per_fan_per_day
         return self.runtime.db.run(lambda s: get_policy(s, creator_id, default))
+
+    def set_policy(
+        self, creator_id: str, policy: Policy | Mapping[str, Any] | None
+    ) -> PolicyChange:
+        """Store the creator's policy (see engine.creators.set_policy: only the settings
+        it gives) and report their active automations that it refuses, as saving them
+        again would. They are not paused or changed: the caller shows them, and the
+        creator edits or pauses them."""
+        default = self.runtime.settings.messages_per_fan_per_day
+        catalog = self.runtime.plugins.catalog
+
+        def change(session: Session) -> PolicyChange:
+            before = get_policy(session, creator_id, default)
+            set_policy(session, creator_id, policy)
+            after = get_policy(session, creator_id, default)
+            found = policy_conflicts(session, creator_id, after, catalog, before=before)
+            return PolicyChange(after, tuple(found))
+
+        return self.runtime.db.run(change)
 
     def compile(
         self, source: str, creator_id: str | None = None, *, confirmed: bool = False
@@ -204,7 +235,8 @@ class AutomationService:
                 "source",
             )
         if creator_id is not None:
-            found = check_policy(module, self.policy(creator_id), confirmed=confirmed)
+            catalog = self.runtime.plugins.catalog
+            found = check_policy(module, self.policy(creator_id), catalog, confirmed=confirmed)
             if any(d.is_error for d in found):
                 raise InvalidAutomation([d for d in found if d.is_error], source)
             diagnostics = _in_order([*diagnostics, *found])

@@ -25,7 +25,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pydantic import BaseModel
 
 from dsl import parser
-from dsl.catalog import ActionSpec, Catalog, TriggerSpec, ValueType
+from dsl.catalog import POLICY_ROLES, ActionSpec, Catalog, TriggerSpec, ValueType
 from dsl.values import Money, Percentage
 from engine.plugin_api import Action, Trigger
 
@@ -219,8 +219,70 @@ def action_spec(name: str, obj: object) -> tuple[Action, ActionSpec]:
         raise PluginError("its `emits` must be a tuple of trigger names")
     if not isinstance(action.side_effects, bool):
         raise PluginError("its `side_effects` must be True or False")
-    spec = ActionSpec(name, description, config, emits, action.side_effects)
+    if not isinstance(action.sends_message, bool):
+        raise PluginError("its `sends_message` must be True or False")
+    policy_arguments = _policy_arguments(action, config)
+    spec = ActionSpec(
+        name,
+        description,
+        config,
+        emits,
+        action.side_effects,
+        sends_message=action.sends_message,
+        policy_arguments=policy_arguments,
+    )
     return action, spec
+
+
+# The Python types of the language's types, for messages about policy arguments.
+_TYPE_NAMES = {ValueType.PERCENT: "Percentage", ValueType.MONEY: "Money",
+               ValueType.DURATION: "timedelta"}  # fmt: skip
+
+
+def _policy_arguments(action: Action, config: type[BaseModel]) -> dict[str, str]:
+    """The arguments the policy checks, by role, from ``discount_argument`` and
+    ``validity_argument``. Each must name a required argument of a type the policy can
+    read in that role: a declaration it could not apply is refused, rather than letting
+    the action escape the policy."""
+    roles = {}
+    for role, kinds in POLICY_ROLES.items():
+        attribute = f"{role}_argument"
+        argument = getattr(action, attribute, None)
+        if argument is None:
+            continue
+        if not isinstance(argument, str):
+            raise PluginError(f"its `{attribute}` must be the name of one of its arguments")
+        field = config.model_fields.get(argument)
+        if field is None:
+            raise PluginError(
+                f"its `{attribute}` is `{argument}`, which is not one of its arguments"
+            )
+        if not field.is_required():
+            raise PluginError(
+                f"its {role} argument `{argument}` must be required (no default), so that "
+                "every rule writes the value the policy checks"
+            )
+        try:
+            found = _kinds(field.annotation, argument)
+        except PluginError:
+            found = set()
+        if not found or not found <= kinds:
+            allowed = " or ".join(sorted(_TYPE_NAMES[k] for k in kinds))
+            raise PluginError(
+                f"its {role} argument `{argument}` must be of type {allowed}, "
+                "which the policy can read"
+            )
+        roles[role] = argument
+    return roles
+
+
+def _kinds(annotation: object, path: str) -> set[ValueType]:
+    """The language's types an argument accepts: one, or each arm's of a union."""
+    annotation = _unwrap(annotation, path)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        arms = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return set().union(*(_kinds(arm, path) for arm in arms))
+    return {value_type(annotation, path)}
 
 
 # --- Loading ------------------------------------------------------------------------------

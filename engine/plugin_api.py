@@ -266,12 +266,23 @@ class Action:
     action's named arguments), and implement ``run``. ``emits`` names the triggers the
     action may cause (for loop detection); ``side_effects`` says whether it reaches
     outside the system (a message, an HTTP call).
+
+    What a creator's policy checks is declared too, so that it applies to every action
+    alike, built-in or not (docs/plugins.md): ``sends_message``, each step sends the fan
+    a message (counted in the policy's messages per fan per day); ``discount_argument``,
+    the name of the argument holding a discount (a Percentage or Money: capped by
+    ``max_discount`` and ``max_fixed_discount``, confirmed above
+    ``confirm_discount_above``); ``validity_argument``, the name of the argument holding
+    how long what it makes lasts (a timedelta: capped by ``max_offer_validity``).
     """
 
     description: ClassVar[str]
     Config: ClassVar[type[BaseModel]] = NoConfig
     emits: ClassVar[tuple[str, ...]] = ()
     side_effects: ClassVar[bool] = True
+    sends_message: ClassVar[bool] = False
+    discount_argument: ClassVar[str | None] = None
+    validity_argument: ClassVar[str | None] = None
 
     def run(self, ctx: ActionContext, config: Any) -> ActionResult:
         """Do the step. ``config`` is an instance of ``Config``, already validated.

@@ -58,8 +58,8 @@ def _trigger(name: str, event: dict[str, ValueType], config=None) -> TriggerSpec
     return TriggerSpec(name, f"test trigger {name}", fields, config)
 
 
-def _action(name: str, model: type[BaseModel]) -> ActionSpec:
-    return ActionSpec(name, f"test action {name}", model)
+def _action(name: str, model: type[BaseModel], **roles) -> ActionSpec:
+    return ActionSpec(name, f"test action {name}", model, **roles)
 
 
 CATALOG = Catalog(
@@ -76,10 +76,15 @@ CATALOG = Catalog(
         ),
     },
     actions={
-        "send_message": _action("send_message", SendMessage),
+        # The policy's roles, as the built-ins declare them (engine.plugin_api.Action).
+        "send_message": _action("send_message", SendMessage, sends_message=True),
         "add_tag": _action("add_tag", Tag),
         "remove_tag": _action("remove_tag", Tag),
-        "create_offer": _action("create_offer", CreateOffer),
+        "create_offer": _action(
+            "create_offer",
+            CreateOffer,
+            policy_arguments={"discount": "discount", "validity": "valid_for"},
+        ),
     },
 )
 

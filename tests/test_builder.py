@@ -68,7 +68,7 @@ def assert_valid(text: str, policy: Policy | None = None) -> None:
     module, diagnostics = analyse(text, CATALOG)
     assert module is not None and len(module.automations) == 1, diagnostics
     assert not [d for d in diagnostics if d.is_error], diagnostics
-    problems = check_policy(module, policy or Policy())
+    problems = check_policy(module, policy or Policy(), CATALOG)
     assert not [d for d in problems if d.is_error], problems
 
 

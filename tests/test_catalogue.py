@@ -97,6 +97,17 @@ def test_builtin_action_specs():
     assert actions["add_tag"].side_effects is actions["remove_tag"].side_effects is False
 
 
+def test_builtin_actions_declare_their_policy_roles():
+    """The policy knows `send_message` and `create_offer` only by what they declare."""
+    actions = load_catalogue().catalog.actions
+    assert {name for name in BUILTIN_ACTIONS if actions[name].sends_message} == {"send_message"}
+    assert actions["create_offer"].policy_arguments == {
+        "discount": "discount",
+        "validity": "valid_for",
+    }
+    assert all(actions[name].policy_arguments == {} for name in BUILTIN_ACTIONS - {"create_offer"})
+
+
 def test_the_engine_never_imports_plugins_or_webapp():
     for path in Path(catalogue.__file__).parent.glob("*.py"):
         text = path.read_text(encoding="utf-8")
@@ -223,6 +234,47 @@ class BadSideEffects(GoodAction):
     side_effects = "yes"
 
 
+class BadSendsMessage(GoodAction):
+    sends_message = 1
+
+
+class DiscountNotAnArgument(GoodAction):
+    discount_argument = "discount"
+
+
+class DiscountWithADefault(GoodAction):
+    discount_argument = "off"
+
+    class Config(BaseModel):
+        off: Percentage = Percentage(Decimal(10))
+
+
+class DiscountAsANumber(GoodAction):
+    discount_argument = "off"
+
+    class Config(BaseModel):
+        off: int
+
+
+class ValidityAsAPercentage(GoodAction):
+    validity_argument = "lasts"
+
+    class Config(BaseModel):
+        lasts: Percentage | timedelta
+
+
+class Coupon(GoodAction):
+    """A third party's discount: the policy reads it as it reads create_offer's."""
+
+    sends_message = True
+    discount_argument = "off"
+    validity_argument = "lasts"
+
+    class Config(BaseModel):
+        off: Annotated[Percentage | Money, Field(description="20% or $5")]
+        lasts: timedelta | None
+
+
 class BadArgumentName(GoodAction):
     class Config(BaseModel):
         Tag: str
@@ -267,6 +319,15 @@ def ep(name: str, value: str, group: str = ACTIONS) -> EntryPoint:
         ("NoRun", ACTIONS, "does not implement `run`"),
         ("BadEmits", ACTIONS, "`emits` must be a tuple"),
         ("BadSideEffects", ACTIONS, "`side_effects` must be True or False"),
+        ("BadSendsMessage", ACTIONS, "`sends_message` must be True or False"),
+        (
+            "DiscountNotAnArgument",
+            ACTIONS,
+            "its `discount_argument` is `discount`, which is not one of its arguments",
+        ),
+        ("DiscountWithADefault", ACTIONS, "discount argument `off` must be required"),
+        ("DiscountAsANumber", ACTIONS, "discount argument `off` must be of type Money or Perc"),
+        ("ValidityAsAPercentage", ACTIONS, "validity argument `lasts` must be of type timedelta"),
         ("BadArgumentName", ACTIONS, "argument `Tag` is not a valid name"),
         ("FailsToStart", ACTIONS, "RuntimeError: no API key"),
         (
@@ -301,6 +362,19 @@ def test_an_invalid_declaration_is_reported_and_the_others_load(fake_plugins, at
     assert reason in problem.reason
     assert set(loaded.catalog.triggers) == set(loaded.triggers) == {"good_trigger"}
     assert set(loaded.catalog.actions) == set(loaded.actions) == {"good_action"}
+
+
+def test_policy_roles_are_declared_on_the_action(fake_plugins):
+    loaded = build_catalogue([], [ep("coupon", f"{fake_plugins}:Coupon")])
+    assert loaded.problems == ()
+    spec = loaded.catalog.actions["coupon"]
+    assert spec.sends_message is True
+    assert spec.policy_arguments == {"discount": "off", "validity": "lasts"}
+    plain = build_catalogue([], [ep("good", f"{fake_plugins}:GoodAction")]).catalog
+    assert (plain.actions["good"].sends_message, plain.actions["good"].policy_arguments) == (
+        False,
+        {},
+    )
 
 
 def test_import_errors_are_reported_by_name(fake_plugins, tmp_path, monkeypatch):

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from catalog_fixture import CATALOG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from strategies import modules
 from test_docs import LANGUAGE_MD, Block, fenced_blocks
 
 import dsl
 from dsl import ast
+from dsl.catalog import ActionSpec, Catalog
 from dsl.policy import DAY, Policy, check_policy, messages_per_day
+from dsl.values import Money, Percentage
 from webapp.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,12 +29,12 @@ EXAMPLES = sorted((ROOT / "examples").rglob("*.hz"))
 
 
 def _check(text: str, policy: Policy | None = None, **kwargs) -> str:
-    diagnostics = check_policy(dsl.parse(text), policy or Policy(), **kwargs)
+    diagnostics = check_policy(dsl.parse(text), policy or Policy(), CATALOG, **kwargs)
     return dsl.render_all(diagnostics, text, "example.hz")
 
 
 def _codes(text: str, policy: Policy | None = None, **kwargs) -> list[str]:
-    return [d.code for d in check_policy(dsl.parse(text), policy or Policy(), **kwargs)]
+    return [d.code for d in check_policy(dsl.parse(text), policy or Policy(), CATALOG, **kwargs)]
 
 
 def _offer(arguments: str) -> str:
@@ -149,7 +153,7 @@ automation "More" {
   create_offer discount: 90%, valid_for: 1d
 }
 """
-    diagnostics = check_policy(dsl.parse(text), Policy())
+    diagnostics = check_policy(dsl.parse(text), Policy(), CATALOG)
     assert [(d.span.line, d.code) for d in diagnostics] == [
         (5, "policy.max-discount"),
         (8, "policy.confirm-discount"),
@@ -209,7 +213,7 @@ def test_a_day_apart_is_another_day() -> None:
     )
     (automation,) = dsl.parse(text).automations
     # 1, 2 and 3 fall within 12 hours; 4 comes exactly 24 hours after 1 and 2.
-    assert messages_per_day(automation) == 3
+    assert messages_per_day(automation, CATALOG) == 3
     assert _codes(text, Policy(max_messages_per_fan_per_day=2)) == ["policy.messages-per-day"]
 
 
@@ -228,7 +232,7 @@ def test_the_branch_that_sends_the_most_counts() -> None:
         '  send_message text: "d"\n'
     )
     assert _codes(text) == []
-    diagnostics = check_policy(dsl.parse(text), Policy(max_messages_per_fan_per_day=2))
+    diagnostics = check_policy(dsl.parse(text), Policy(max_messages_per_fan_per_day=2), CATALOG)
     assert [(d.code, d.span.line) for d in diagnostics] == [("policy.messages-per-day", 10)]
     assert "3 messages" in diagnostics[0].message
 
@@ -352,13 +356,13 @@ def test_property_message_count_matches_every_path(body: tuple[ast.Step, ...]) -
     every path and every window finds."""
     automation = ast.Automation("A", ast.Trigger("new_subscriber"), body)
     expected = max(_most_in_a_day(p) for p in _paths(body))
-    assert messages_per_day(automation) == expected
+    assert messages_per_day(automation, CATALOG) == expected
     codes = _codes_of(automation, Policy(max_messages_per_fan_per_day=max(expected - 1, 0)))
     assert ("policy.messages-per-day" in codes) == (expected > 0)
 
 
 def _codes_of(automation: ast.Automation, policy: Policy) -> list[str]:
-    return [d.code for d in check_policy(automation, policy)]
+    return [d.code for d in check_policy(automation, policy, CATALOG)]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -366,7 +370,7 @@ def _codes_of(automation: ast.Automation, policy: Policy) -> list[str]:
 def test_property_policy_check_totality(module: ast.Module, confirmed: bool) -> None:
     """Property: Policy Check Totality — any syntax tree is checked without an
     exception, and every violation is an error with a code and a hint."""
-    for diagnostic in check_policy(module, Policy(), confirmed=confirmed):
+    for diagnostic in check_policy(module, Policy(), CATALOG, confirmed=confirmed):
         assert diagnostic.is_error and diagnostic.code.startswith("policy.") and diagnostic.hint
 
 
@@ -377,7 +381,110 @@ def test_many_branches_stay_fast() -> None:
         '    send_message text: "x"\n    wait 5h\n  } else {\n    wait 7h\n  }\n'
     )
     (automation,) = dsl.parse(_sends(branch * 40)).automations
-    assert messages_per_day(automation) == 5  # at 0, 5, 10, 15 and 20 hours
+    assert messages_per_day(automation, CATALOG) == 5  # at 0, 5, 10, 15 and 20 hours
+
+
+# --- Roles declared by plugins ------------------------------------------------------------
+
+
+class _SmsArguments(BaseModel):
+    text: str
+
+
+class _CouponArguments(BaseModel):
+    percent_off: Percentage | Money
+    expires_in: timedelta
+    note: str = ""
+
+
+class _NoteArguments(BaseModel):
+    percent_off: Percentage
+    expires_in: timedelta
+
+
+# Third-party actions as the catalogue describes them: roles are data, not names.
+PLUGINS = replace(
+    CATALOG,
+    actions={
+        **CATALOG.actions,
+        "send_sms": ActionSpec("send_sms", "Text the fan.", _SmsArguments, sends_message=True),
+        "gift_coupon": ActionSpec(
+            "gift_coupon",
+            "A store coupon.",
+            _CouponArguments,
+            policy_arguments={"discount": "percent_off", "validity": "expires_in"},
+        ),
+        "log_note": ActionSpec("log_note", "No role.", _NoteArguments, side_effects=False),
+    },
+)
+
+
+def _plugin_codes(body: str, policy: Policy | None = None, **kwargs) -> list[str]:
+    module = dsl.parse(_sends(body))
+    return [d.code for d in check_policy(module, policy or Policy(), PLUGINS, **kwargs)]
+
+
+def test_a_third_party_action_that_sends_a_message_counts_per_day() -> None:
+    body = '  send_sms text: "1"\n  wait 1h\n  send_message text: "2"\n  send_sms text: "3"\n'
+    (automation,) = dsl.parse(_sends(body)).automations
+    assert messages_per_day(automation, PLUGINS) == 3
+    assert _plugin_codes(body, Policy(max_messages_per_fan_per_day=2)) == [
+        "policy.messages-per-day"
+    ]
+    assert _plugin_codes(body, Policy(max_messages_per_fan_per_day=3)) == []
+    text = _sends(body)
+    diagnostics = check_policy(dsl.parse(text), Policy(max_messages_per_fan_per_day=2), PLUGINS)
+    assert diagnostics[0].span.line == 6  # the third message: a send_sms
+
+
+@pytest.mark.parametrize(
+    ("arguments", "codes", "confirmed_codes"),
+    [
+        ("percent_off: 30%, expires_in: 2d", [], []),
+        ("percent_off: 45%, expires_in: 2d", ["policy.confirm-discount"], []),
+        ("percent_off: 60%, expires_in: 2d", ["policy.max-discount"], ["policy.max-discount"]),
+        ("percent_off: $150, expires_in: 2d", ["policy.max-discount"], ["policy.max-discount"]),
+        ("percent_off: 10%, expires_in: 6w", ["policy.offer-validity"], ["policy.offer-validity"]),
+    ],
+)
+def test_a_third_party_discount_argument_is_capped_and_confirmed(
+    arguments: str, codes: list[str], confirmed_codes: list[str]
+) -> None:
+    body = f"  gift_coupon {arguments}\n"
+    assert _plugin_codes(body) == codes
+    assert _plugin_codes(body, confirmed=True) == confirmed_codes
+
+
+def test_a_third_party_discount_is_reported_at_its_own_argument() -> None:
+    text = _sends('  gift_coupon note: "x", percent_off: 60%, expires_in: 2d\n')
+    diagnostics = check_policy(dsl.parse(text), Policy(), PLUGINS)
+    assert dsl.render_all(diagnostics, text, "example.hz") == (
+        "example.hz:3:39: error: a discount of 60% is more than the policy allows (50% at most)\n"
+        '    3 |   gift_coupon note: "x", percent_off: 60%, expires_in: 2d\n'
+        "      |" + " " * 39 + "^^^\n"
+        "  hint: lower it to 50% or less, or raise `max_discount` in the policy"
+    )
+
+
+def test_an_action_without_roles_is_left_alone() -> None:
+    """The same arguments and values, on an action that declares no role: nothing."""
+    body = "  log_note percent_off: 90%, expires_in: 52w\n" * 9
+    assert _plugin_codes(body, Policy(max_messages_per_fan_per_day=0)) == []
+    (automation,) = dsl.parse(_sends(body)).automations
+    assert messages_per_day(automation, PLUGINS) == 0
+
+
+def test_roles_come_from_the_catalogue_not_from_names() -> None:
+    """Without its declared roles, even `send_message` or `create_offer` is just an action."""
+    bare = Catalog(
+        triggers=CATALOG.triggers,
+        actions={n: replace(a, sends_message=False, policy_arguments={})
+                 for n, a in CATALOG.actions.items()},
+    )  # fmt: skip
+    text = _sends('  send_message text: "1"\n  create_offer discount: 90%, valid_for: 52w\n')
+    strict = Policy(max_messages_per_fan_per_day=0)
+    assert check_policy(dsl.parse(text), strict, bare) == []
+    assert len(check_policy(dsl.parse(text), strict, CATALOG)) == 3
 
 
 # --- `huntaze check` ------------------------------------------------------------------------
@@ -458,7 +565,7 @@ def test_the_guardrails_examples_are_what_the_policy_reports() -> None:
         elif block.info == "hz":
             source = block.body
         elif block.info == "text" and block.body.startswith("example.hz:"):
-            diagnostics = check_policy(dsl.parse(source), policy)
+            diagnostics = check_policy(dsl.parse(source), policy, CATALOG)
             assert dsl.render_all(diagnostics, source, "example.hz") + "\n" == block.body
             compared += 1
     assert compared >= 1

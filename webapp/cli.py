@@ -249,14 +249,15 @@ def diagnose(text: str, policy: Policy | None = None) -> list[Diagnostic]:
     against the installed plugins, then what a creator's policy refuses. Against a given
     ``policy`` that is an error (a discount that only needs confirming, a warning: it is
     confirmed when saving); against the default policy, a warning."""
-    module, diagnostics = analyse(text, load_catalogue().catalog)
+    catalog = load_catalogue().catalog
+    module, diagnostics = analyse(text, catalog)
     if module is None or any(d.is_error for d in diagnostics):
         return diagnostics
     found = [
         d
         if policy is not None and d.code != "policy.confirm-discount"
         else dataclasses.replace(d, severity=Severity.WARNING)
-        for d in check_policy(module, policy or Policy())
+        for d in check_policy(module, policy or Policy(), catalog)
     ]
     return sorted([*diagnostics, *found], key=lambda d: (d.span.line, d.span.column))
 

@@ -541,7 +541,7 @@ def load_sources(paths: Sequence[Path], policy: Policy, confirmed: bool = False)
         if text is not None:
             module, diagnostics = analyse(text, catalog)
             if module is not None and not any(d.is_error for d in diagnostics):
-                found = check_policy(module, policy, confirmed=confirmed)
+                found = check_policy(module, policy, catalog, confirmed=confirmed)
                 diagnostics = sorted([*diagnostics, *found],
                                      key=lambda d: (d.span.line, d.span.column))  # fmt: skip
         for diagnostic in diagnostics:

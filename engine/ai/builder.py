@@ -153,24 +153,26 @@ def check_text(
         return Checked(text, None, tuple(diagnostics))
     if not module.automations:
         return Checked(text, module, (_no_automation(),))
-    found = [*diagnostics, *policy_diagnostics(module, policy, confirmed)]
+    found = [*diagnostics, *policy_diagnostics(module, policy, catalog, confirmed)]
     if any(d.is_error for d in found):
         return Checked(text, module, tuple(found))
     canonical = format_module(module)
     module, diagnostics = analyse(canonical, catalog)
     if module is not None:
-        diagnostics = [*diagnostics, *policy_diagnostics(module, policy, confirmed)]
+        diagnostics = [*diagnostics, *policy_diagnostics(module, policy, catalog, confirmed)]
     return Checked(canonical, module, (*notes, *diagnostics))
 
 
-def policy_diagnostics(module: ast.Module, policy: Policy, confirmed: bool) -> list[Diagnostic]:
+def policy_diagnostics(
+    module: ast.Module, policy: Policy, catalog: Catalog, confirmed: bool
+) -> list[Diagnostic]:
     """What the policy finds. A discount that only needs the creator's confirmation is a
     warning here, not something to repair: the builder must not quietly lower what the
     creator asked for, and saving asks for the confirmation instead
     (``BuildResult.needs_confirmation``)."""
     return [
         replace(d, severity=Severity.WARNING) if d.code == NEEDS_CONFIRMATION else d
-        for d in check_policy(module, policy, confirmed=confirmed)
+        for d in check_policy(module, policy, catalog, confirmed=confirmed)
     ]
 
 

@@ -23,6 +23,7 @@ class SendMessage(Action):
         "Send the fan a direct message. The text may use {{ placeholders }} naming the "
         "trigger's fields, such as {{ fan.name }} or {{ event.amount }}."
     )
+    sends_message = True  # the policy counts it in max_messages_per_fan_per_day
 
     class Config(_Arguments):
         text: str = Field(min_length=1, max_length=MAX_MESSAGE_LENGTH)

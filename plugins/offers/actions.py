@@ -110,6 +110,9 @@ class CreateOffer(Action):
     )
     side_effects = False  # it changes Huntaze's own data; tell the fan with send_message
     Config = CreateOfferConfig
+    # What the creator's policy caps: max_discount ... and max_offer_validity.
+    discount_argument = "discount"
+    validity_argument = "valid_for"
 
     def run(self, ctx: ActionContext, config: CreateOfferConfig) -> ActionResult:
         database = ctx.services.database

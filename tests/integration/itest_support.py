@@ -131,7 +131,27 @@ class CrashOnce(Action):
         return ActionResult(detail="ran after a crash")
 
 
-TEST_ACTIONS = {"fail_step": "FailStep", "crash_once": "CrashOnce"}
+class TextFan(Action):
+    """A third party's message action: it declares that it sends a message (so the
+    policy counts it) and writes through the outbox the engine lends it."""
+
+    description = "Text the fan (tests only)."
+    sends_message = True
+
+    class Config(_Arguments):
+        text: str
+
+    def run(self, ctx: ActionContext, config: Config) -> ActionResult:
+        message_id = ctx.services.outbox.send(
+            creator_id=ctx.creator_id,
+            fan_id=ctx.fan_id,
+            text=f"sms: {config.text}",
+            idempotency_key=ctx.idempotency_key,
+        )
+        return ActionResult(detail="texted", output={"message_id": message_id})
+
+
+TEST_ACTIONS = {"fail_step": "FailStep", "crash_once": "CrashOnce", "text_fan": "TextFan"}
 
 
 def with_test_plugins() -> LoadedCatalogue:

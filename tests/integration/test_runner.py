@@ -25,6 +25,7 @@ from sqlalchemy import func, select, update
 
 from engine.catalogue import LoadedCatalogue
 from engine.creators import create_creator, set_policy
+from engine.exceptions import InvalidAutomation
 from engine.jobs import run_executions, runner_for, sweep
 from engine.models import Execution, Fan, OutboxMessage, StepRun, utcnow
 from engine.runner import GraphCache
@@ -375,6 +376,29 @@ def test_the_engine_default_cap_applies_without_the_creators_own(
     drain()
     statuses = [status for *_, status in trace(runtime, execution_id)]
     assert statuses == ["done"] * limit + ["skipped"]
+
+
+def test_a_third_party_message_action_is_held_to_the_policy_and_the_cap(
+    with_plugins, clock, automations, dispatcher, drain
+):
+    """`text_fan` declares `sends_message`: saving counts it toward the policy's messages
+    per day, and what it writes through the outbox counts against the daily cap."""
+    runtime = with_plugins
+    capped = runtime.db.run(lambda s: create_creator(s, "Capped", messages_per_fan_per_day=2))
+    text = automation("Texts", "new_subscriber", 'text_fan text: "one"',
+                      'send_message text: "two"', 'text_fan text: "three"')  # fmt: skip
+    with pytest.raises(InvalidAutomation) as caught:
+        automations.create(capped.id, text, status="active")
+    [diagnostic] = caught.value.diagnostics
+    assert (diagnostic.code, diagnostic.span.line) == ("policy.messages-per-day", 5)
+
+    runtime.db.run(lambda s: set_policy(s, capped.id, {"max_messages_per_fan_per_day": 10}))
+    automations.create(capped.id, text, status="active")
+    (execution_id,) = dispatcher.dispatch(context("new_subscriber", capped.id)).execution_ids
+    drain()
+    assert [status for *_, status in trace(runtime, execution_id)] == ["done", "done", "skipped"]
+    assert "daily message cap reached: 2 of 2" in steps_of(runtime, execution_id)["s3"].detail
+    assert outbox(runtime) == ["sms: one", "two"]
 
 
 # --- Retries: side effects happen once ------------------------------------------------------
