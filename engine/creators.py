@@ -6,15 +6,20 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dsl.policy import Policy
+from dsl.catalog import Catalog
+from dsl.diagnostics import Diagnostic, render_all
+from dsl.errors import DslError
+from dsl.parser import parse
+from dsl.policy import Policy, check_policy
 from engine.exceptions import InvalidInput, NotFound
-from engine.models import ApiToken, Creator, utcnow
+from engine.models import ApiToken, Automation, AutomationStatus, Creator, utcnow
 
 TOKEN_PREFIX = "hz_"
 
@@ -55,7 +60,10 @@ def set_policy(
     session: Session, creator_id: str, policy: Policy | Mapping[str, Any] | None
 ) -> Policy:
     """Store the creator's policy: only the settings it gives, so the others follow the
-    defaults (None or ``{}``: every default). Returns the policy as validated."""
+    defaults (None or ``{}``: every default). Returns the policy as validated.
+
+    ``AutomationService.set_policy`` does this and also reports the creator's active
+    automations that the new policy refuses (:func:`policy_conflicts`)."""
     creator = session.get(Creator, creator_id)
     if creator is None:
         raise NotFound(f"no creator `{creator_id}`")
@@ -72,6 +80,60 @@ def set_policy(
     creator.policy = stored or None
     session.flush()
     return policy
+
+
+# The policy's code for a discount that only needs the creator's confirmation.
+_CONFIRM = "policy.confirm-discount"
+
+
+@dataclass(frozen=True)
+class PolicyConflict:
+    """A saved automation that a policy refuses: what saving its text again would
+    report, each diagnostic placed in ``source``."""
+
+    automation_id: str
+    name: str
+    source: str
+    diagnostics: tuple[Diagnostic, ...]
+
+    def render(self) -> str:
+        """The diagnostics as ``huntaze check`` prints them, under the automation's name."""
+        return render_all(self.diagnostics, self.source, self.name)
+
+
+def policy_conflicts(
+    session: Session,
+    creator_id: str,
+    policy: Policy,
+    catalog: Catalog,
+    *,
+    before: Policy | None = None,
+) -> list[PolicyConflict]:
+    """The creator's active automations that ``policy`` refuses, and why, oldest first.
+
+    Nothing is changed: they keep running until the creator edits or pauses them. A
+    discount that only needs confirming is reported only when ``before`` (the policy it
+    replaces) did not ask for it already: the creator confirmed that one when saving."""
+    query = (
+        select(Automation)
+        .where(Automation.creator_id == creator_id, Automation.status == AutomationStatus.ACTIVE)
+        .order_by(Automation.created_at, Automation.name)
+    )
+    conflicts = []
+    for automation in session.scalars(query):
+        try:
+            module = parse(automation.source, automation.name)
+        except DslError:  # saved by an older language: nothing the policy can read
+            continue
+        found = check_policy(module, policy, catalog)
+        if before is not None:
+            asked = {d.span for d in check_policy(module, before, catalog) if d.code == _CONFIRM}
+            found = [d for d in found if d.code != _CONFIRM or d.span not in asked]
+        if found:
+            conflicts.append(
+                PolicyConflict(automation.id, automation.name, automation.source, tuple(found))
+            )
+    return conflicts
 
 
 def _hash(token: str) -> str:

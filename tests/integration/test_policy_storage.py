@@ -215,6 +215,66 @@ def test_save_all_writes_nothing_if_any_text_goes_beyond_the_policy(runtime, aut
     assert [a.name for a in saved] == ["Fine", "Needs confirming"]
 
 
+# --- Changing a policy ----------------------------------------------------------------------
+
+
+def test_a_new_policy_reports_the_active_automations_it_refuses(runtime, automations, creator):
+    """They are reported, per automation, with the diagnostics saving them again would
+    give; nothing is paused, and drafts and paused automations are not reported."""
+    generous = automations.create(creator.id, _offer("30%", "Generous"), status="active")
+    chatty = automations.create(creator.id, _sends(3, "Chatty"), status="active")
+    automations.create(creator.id, _offer("30%", "Draft"), status="draft")
+    automations.create(creator.id, _offer("30%", "Paused"), status="paused")
+    fine = automations.create(creator.id, _offer("10%", "Fine"), status="active")
+
+    change = automations.set_policy(
+        creator.id, {"max_discount": 25, "max_messages_per_fan_per_day": 2}
+    )
+    assert change.policy == automations.policy(creator.id)
+    assert change.policy.max_discount == 25
+    assert [(c.automation_id, c.name, [(d.code, d.span.line) for d in c.diagnostics])
+            for c in change.conflicts] == [
+        (generous.id, "Generous", [("policy.max-discount", 3)]),
+        (chatty.id, "Chatty", [("policy.messages-per-day", 5)]),
+    ]  # fmt: skip
+    assert change.conflicts[0].render() == (
+        "Generous:3:26: error: a discount of 30% is more than the policy allows (25% at most)\n"
+        "    3 |   create_offer discount: 30%, valid_for: 2d\n"
+        "      |                          ^^^\n"
+        "  hint: lower it to 25% or less, or raise `max_discount` in the policy"
+    )
+    statuses = {a.name: a.status for a in automations.list(creator.id)}
+    assert statuses == {"Generous": "active", "Chatty": "active", "Draft": "draft",
+                        "Paused": "paused", "Fine": "active"}  # fmt: skip
+    assert _stored(runtime, creator.id) == {"max_discount": 25, "max_messages_per_fan_per_day": 2}
+    assert automations.get(fine.id).version == 1
+
+    # Back to the defaults: nothing is refused any more.
+    assert automations.set_policy(creator.id, None).conflicts == ()
+
+
+def test_a_discount_confirmed_before_is_not_reported_again(runtime, automations, creator):
+    """A discount the old policy already asked to confirm was confirmed when it was saved;
+    one that only the new policy asks to confirm is reported."""
+    confirmed = automations.create(creator.id, _offer("45%", "Confirmed"), "active", confirmed=True)
+    newly = automations.create(creator.id, _offer("30%", "Newly"), status="active")
+    change = automations.set_policy(creator.id, {"confirm_discount_above": 20})
+    assert [(c.automation_id, [d.code for d in c.diagnostics]) for c in change.conflicts] == [
+        (newly.id, ["policy.confirm-discount"])
+    ]
+    assert confirmed.id not in {c.automation_id for c in change.conflicts}
+
+
+def test_an_invalid_new_policy_changes_nothing_and_reports_nothing(runtime, automations, creator):
+    automations.create(creator.id, _offer("30%"), status="active")
+    automations.set_policy(creator.id, {"max_discount": 35})
+    with pytest.raises(InvalidInput):
+        automations.set_policy(creator.id, {"max_discount": 5, "max_emails": 1})
+    assert _stored(runtime, creator.id) == {"max_discount": 35}
+    with pytest.raises(NotFound):
+        automations.set_policy("nobody", {"max_discount": 5})
+
+
 # --- `huntaze run` --------------------------------------------------------------------------
 
 SUBSCRIBED = {
