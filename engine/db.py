@@ -61,6 +61,13 @@ class Database:
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.attempts = attempts
+        # The same pool, its connections in autocommit mode while they are out (see
+        # run_statement); SQLite has no use for it.
+        self._autocommit = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql"
+            else self.engine
+        )
 
     @property
     def dialect(self) -> str:
@@ -88,6 +95,19 @@ class Database:
 
     def _once_core(self, work: Callable[[Connection], T]) -> T:
         with self.engine.begin() as connection:
+            return work(connection)
+
+    def run_statement(self, work: Callable[[Connection], T]) -> T:
+        """``run_core`` for work that writes with a single statement, which is atomic by
+        itself: on PostgreSQL it runs in autocommit mode, the statement committed on its
+        own — no ``BEGIN`` and ``COMMIT`` round trips, the same flushed commit. ``work``
+        may read after it, not write again. Elsewhere, ``run_core``."""
+        if self._autocommit is self.engine:
+            return self.run_core(work)
+        return retry_transient(lambda: self._once_statement(work), self.attempts)
+
+    def _once_statement(self, work: Callable[[Connection], T]) -> T:
+        with self._autocommit.connect() as connection:
             return work(connection)
 
     def dispose(self) -> None:

@@ -6,10 +6,17 @@ creates one execution per automation that matches — at most one per automation
 and event, which the database enforces, so two dispatchers racing on the same event
 create each execution once. After the commit it queues the executions in batches (one
 RQ job runs many executions, each independently).
+
+On PostgreSQL that transaction is one statement (``_RECORD_PG``: the event, the fan and
+the executions as data-modifying CTEs), and ``dispatch`` sends it on its own in
+autocommit mode: one round trip and one flushed commit an event, where the statements
+one by one took six (``BEGIN``, the event, the fan read and written, the executions,
+``COMMIT``). SQLite runs the same steps as separate statements.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +25,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -32,7 +39,7 @@ from engine.exceptions import InvalidInput, NotFound
 from engine.fans import upsert_fan
 from engine.index import AutomationIndex, IndexEntry
 from engine.jobs import enqueue_batches
-from engine.models import Creator, Event, Execution, ExecutionStatus, new_id
+from engine.models import Creator, Event, Execution, ExecutionStatus, new_id, utcnow
 from engine.plugin_api import FanFields, Trigger
 from engine.runtime import Runtime
 
@@ -55,6 +62,7 @@ class Dispatcher:
         # `is None`, not `or`: an index with no entries yet is falsy (it has a __len__).
         self.index = index if index is not None else AutomationIndex(runtime.db, runtime.redis)
         self._insert = _insert_statement(runtime.db.dialect)
+        self._postgresql = runtime.db.dialect == "postgresql"
         # Validated trigger arguments by (automation, version): versions never change.
         self._configs: dict[tuple[str, int], BaseModel | None] = {}
         # By (creator, trigger): the index's entries and, for each, its arguments.
@@ -93,7 +101,10 @@ class Dispatcher:
         model = self.validate(context)
         matched = self.matching(context, model, entries)
         result = self._transaction(
-            lambda c: self._record(c, context, model, matched), [context.creator_id]
+            lambda c: self._record(c, context, model, matched),
+            [context.creator_id],
+            # One statement on PostgreSQL: it commits by itself, without BEGIN and COMMIT.
+            single=self._postgresql,
         )
         self.enqueue(result.execution_ids)
         return result
@@ -132,16 +143,20 @@ class Dispatcher:
     def enqueue(self, execution_ids: Sequence[str]) -> None:
         enqueue_batches(self.runtime, execution_ids)
 
-    def _transaction(self, work: Callable[[Connection], T], creators: list[str]) -> T:
+    def _transaction(
+        self, work: Callable[[Connection], T], creators: list[str], single: bool = False
+    ) -> T:
         """``db.run_core(work)``, done again when a unique key refuses a row because another
         dispatcher inserted the same event, or the same new fan, at the same moment:
         the next try sees their row (a duplicate event, a fan to update). An event of an
         unknown creator is refused by the events' foreign key: that is checked only
-        then, not before every event."""
+        then, not before every event. ``single``: ``work`` writes with one statement
+        (``Database.run_statement``)."""
+        run = self.runtime.db.run_statement if single else self.runtime.db.run_core
         attempt = 1
         while True:
             try:
-                return self.runtime.db.run_core(work)
+                return run(work)
             except IntegrityError:
                 self._check_creators(creators)
                 if attempt >= RACE_ATTEMPTS:
@@ -165,6 +180,8 @@ class Dispatcher:
         model: BaseModel,
         matched: list[IndexEntry],
     ) -> Dispatched:
+        if self._postgresql:
+            return self._record_pg(connection, context, model, matched)
         now = self.runtime.clock.now()
         event_id, duplicate = self._log_event(connection, context, now)
         if duplicate:
@@ -192,6 +209,56 @@ class Dispatcher:
         ]
         created = self._insert_executions(connection, rows)
         return Dispatched(event_id, tuple(created), duplicate)
+
+    def _record_pg(
+        self,
+        connection: Connection,
+        context: TriggerContext,
+        model: BaseModel,
+        matched: list[IndexEntry],
+    ) -> Dispatched:
+        """``_record`` in one statement: the same rows, the fan merged as ``upsert_fan``
+        merges it, the executions' context built from the fan as stored."""
+        now = self.runtime.clock.now()
+        fields: FanFields = model.fan
+        given = fields.model_fields_set  # a field the event left out keeps its value
+        event_id = new_id()
+        ids = [new_id() for _ in matched]
+        wall = utcnow()
+        row = connection.execute(
+            _RECORD_PG,
+            {
+                "event": event_id,
+                "creator": context.creator_id,
+                "external": context.event_id,
+                "type": context.type,
+                "fan_external": context.fan_id,
+                # As received; values a Python caller gave (datetime, Decimal) as JSON.
+                "data": json.dumps(to_jsonable_python(dict(context.data))),
+                "occurred": context.timestamp,
+                "now": now,
+                "wall": wall,
+                "fan": new_id(),
+                **{name: getattr(fields, name) for name in _FAN_FIELDS},
+                **{f"set_{name}": name in given for name in _FAN_FIELDS},
+                "total_spent": fields.total_spent.amount,
+                "set_total_spent": "total_spent" in given,
+                "tags": json.dumps(sorted(set(fields.tags))),
+                "context": json.dumps(_plain_money(model, model.model_dump(mode="json"))),
+                "status": ExecutionStatus.PENDING.value,
+                "ids": ids,
+                "automations": [entry.automation_id for entry in matched],
+                "versions": [entry.version for entry in matched],
+            },
+        ).one()
+        if row.event_id is None:
+            # Received before: its first delivery created its executions (see _record).
+            existing = connection.scalar(
+                _EVENT, {"creator": context.creator_id, "external": context.event_id}
+            )
+            return Dispatched(existing, (), True)
+        created = set(row.created)
+        return Dispatched(event_id, tuple(i for i in ids if i in created))
 
     def _trigger_config(self, trigger: Trigger, entry: IndexEntry) -> BaseModel | None:
         """The automation's trigger arguments, validated once per version."""
@@ -239,6 +306,100 @@ EXECUTIONS = Execution.__table__
 CREATORS = Creator.__table__
 _EVENT = select(EVENTS.c.id).where(
     EVENTS.c.creator_id == bindparam("creator"), EVENTS.c.external_id == bindparam("external")
+)
+
+
+# The fan's fields an event may give (besides total_spent and tags), as in upsert_fan.
+_FAN_FIELDS = ("name", "username", "country", "subscribed_at", "message_count")
+
+
+def _set(column: str) -> str:
+    """The fan's column after the event: the event's value if it gave one."""
+    return f"CASE WHEN CAST(:set_{column} AS boolean) THEN excluded.{column} ELSE f.{column} END"
+
+
+_CHANGED = ", ".join(_set(c) for c in (*_FAN_FIELDS, "total_spent"))
+_BEFORE = ", ".join(f"f.{c}" for c in (*_FAN_FIELDS, "total_spent"))
+
+# _record on PostgreSQL, one statement. The event inserted (nothing if the sender's id
+# for it is known: a duplicate); then, only for a new event, the fan upserted as
+# upsert_fan does it (every field the event gives takes its value, tags are merged and
+# sorted, updated_at moves only if something changed); then an execution per matching
+# automation, its context holding the fan as stored (fan_data in SQL: total_spent as a
+# float, subscribed_at in isoformat's UTC form). Unique keys make a racing dispatcher's
+# rows conflicts, not errors; the foreign keys are checked at the end of the statement,
+# when the event and the fan are there. ``p``: the parameters, each typed once (the
+# upsert's SET cannot read a CTE: its flags, which fields the event gives, are cast there).
+_RECORD_PG = text(
+    f"""
+WITH p AS (
+    SELECT CAST(:event AS varchar) AS event, CAST(:creator AS varchar) AS creator,
+           CAST(:external AS varchar) AS external, CAST(:type AS varchar) AS type,
+           CAST(:fan_external AS varchar) AS fan_external, CAST(:data AS jsonb) AS data,
+           CAST(:occurred AS timestamptz) AS occurred, CAST(:now AS timestamptz) AS now,
+           CAST(:wall AS timestamptz) AS wall, CAST(:fan AS varchar) AS fan,
+           CAST(:name AS varchar) AS name, CAST(:username AS varchar) AS username,
+           CAST(:country AS varchar) AS country,
+           CAST(:subscribed_at AS timestamptz) AS subscribed_at,
+           CAST(:message_count AS integer) AS message_count,
+           CAST(:total_spent AS numeric) AS total_spent, CAST(:tags AS jsonb) AS tags,
+           CAST(:context AS jsonb) AS context, CAST(:status AS varchar) AS status
+), ev AS (
+    INSERT INTO events (id, creator_id, external_id, type, fan_external_id, data,
+                        occurred_at, received_at)
+    SELECT event, creator, external, type, fan_external, data, occurred, now FROM p
+    ON CONFLICT (creator_id, external_id) DO NOTHING
+    RETURNING id
+), fan AS (
+    INSERT INTO fans AS f (id, creator_id, external_id, name, username, tags, total_spent,
+                           country, message_count, subscribed_at, created_at, updated_at)
+    SELECT fan, creator, fan_external, name, username, tags, total_spent, country,
+           message_count, subscribed_at, wall, wall
+    FROM p, ev
+    ON CONFLICT (creator_id, external_id) DO UPDATE SET
+        name = {_set("name")},
+        username = {_set("username")},
+        total_spent = {_set("total_spent")},
+        country = {_set("country")},
+        subscribed_at = {_set("subscribed_at")},
+        message_count = {_set("message_count")},
+        tags = (
+            SELECT coalesce(jsonb_agg(tag ORDER BY tag COLLATE "C"), '[]'::jsonb)
+            FROM (SELECT jsonb_array_elements_text(coalesce(f.tags, '[]'::jsonb))
+                  UNION SELECT jsonb_array_elements_text(excluded.tags)) AS merged (tag)
+        ),
+        updated_at = CASE
+            WHEN ({_CHANGED}) IS DISTINCT FROM ({_BEFORE})
+              OR NOT coalesce(f.tags, '[]'::jsonb) @> excluded.tags
+            THEN excluded.updated_at ELSE f.updated_at END
+    RETURNING f.id, f.name, f.username, f.total_spent, f.tags, f.country, f.subscribed_at,
+              f.message_count
+), ex AS (
+    INSERT INTO automation_executions (id, automation_id, automation_version, creator_id,
+                                       fan_id, event_id, trigger_type, trigger_data, status,
+                                       steps_executed, attempts, executed_at)
+    SELECT run.id, run.automation_id, run.version, p.creator, fan.id, ev.id, p.type,
+           p.context || jsonb_build_object('fan', jsonb_build_object(
+               'name', fan.name,
+               'username', fan.username,
+               'total_spent', CAST(fan.total_spent AS double precision),
+               'tags', coalesce(fan.tags, '[]'::jsonb),
+               'country', fan.country,
+               'subscribed_at',
+                   to_char(fan.subscribed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+                   || CASE WHEN date_trunc('second', fan.subscribed_at) = fan.subscribed_at
+                      THEN '' ELSE to_char(fan.subscribed_at AT TIME ZONE 'UTC', '.US') END
+                   || '+00:00',
+               'message_count', fan.message_count)),
+           p.status, 0, 0, p.now
+    FROM p, ev, fan,
+         unnest(CAST(:ids AS varchar[]), CAST(:automations AS varchar[]),
+                CAST(:versions AS integer[])) AS run (id, automation_id, version)
+    ON CONFLICT (automation_id, fan_id, event_id) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT id FROM ev) AS event_id, ARRAY(SELECT id FROM ex) AS created
+"""
 )
 
 

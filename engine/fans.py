@@ -33,7 +33,8 @@ def upsert_fan(
 ) -> tuple[str, dict[str, Any]]:
     """The fan with what the event says about them: their id and ``fan_data``. Tags are
     merged (tags that automations added stay); every other field the event gives takes
-    its value."""
+    its value. (On PostgreSQL the dispatcher does the same in SQL, in its one statement
+    an event: ``engine.dispatch._RECORD_PG``; a change here belongs there too.)"""
     row = session.execute(_FAN, {"creator": creator_id, "external": external_id}).first()
     if row is None:
         values = {name: getattr(fields, name) for name in _FIELDS}

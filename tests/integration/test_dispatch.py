@@ -15,6 +15,7 @@ from sqlalchemy import event, func, select
 from engine.creators import create_creator
 from engine.dispatch import Dispatcher
 from engine.exceptions import InvalidInput, NotFound
+from engine.fans import fan_data
 from engine.index import AutomationIndex
 from engine.models import Event, Execution, Fan
 
@@ -256,6 +257,46 @@ def test_trigger_data_holds_the_event_and_the_fan_as_stored(
     assert data["event"] == {"amount": 9.99, "item": "post"}
     assert data["fan"]["tags"] == ["old"] and data["fan"]["name"] == "Mia"
     assert execution(runtime, execution_id).trigger_type == "purchase_completed"
+
+
+def test_trigger_data_holds_the_fan_as_stored_after_the_merge(
+    runtime, creator, automations, dispatcher
+):
+    """The fan in an execution's context is the row the upsert left (fan_data of it):
+    tags merged and sorted by code point, fields the event left out kept, money as a
+    float, the subscription time in UTC with its microseconds."""
+    automations.create(creator.id, text("B", "purchase_completed"), status="active")
+    first = fan(tags=["b", "é"], country="US", total_spent="12.50", message_count=4,
+                subscribed_at="2026-10-01T12:00:00.250000+00:00")  # fmt: skip
+    dispatcher.dispatch(context("new_subscriber", creator.id, "fan-1", fan_fields=first))
+    second = fan(name="Mia R.", tags=["B", "a", "b"], subscribed_at="2026-10-01T12:00:00.250000Z")
+    ctx = context("purchase_completed", creator.id, "fan-1", fan_fields=second,
+                  event={"amount": "9.99", "item": "post"})  # fmt: skip
+    (execution_id,) = dispatcher.dispatch(ctx).execution_ids
+    row = runtime.db.run(lambda s: s.scalar(select(Fan).where(Fan.external_id == "fan-1")))
+    data = execution(runtime, execution_id).trigger_data
+    assert data["fan"] == fan_data(row)
+    assert data["fan"] == {
+        "name": "Mia R.", "username": "mia", "total_spent": 12.5, "tags": ["B", "a", "b", "é"],
+        "country": "US", "subscribed_at": "2026-10-01T12:00:00.250000+00:00", "message_count": 4,
+    }  # fmt: skip
+    assert data["event"] == {"amount": 9.99, "item": "post"}
+
+
+def test_the_fan_row_is_touched_only_when_the_event_changes_it(runtime, creator, dispatcher):
+    def updated_at():
+        return runtime.db.run(
+            lambda s: s.scalar(select(Fan.updated_at).where(Fan.external_id == "fan-1"))
+        )
+
+    fields = fan(tags=["a", "b"], country="US", total_spent="5")
+    dispatcher.dispatch(context("new_subscriber", creator.id, "fan-1", fan_fields=fields))
+    created = updated_at()
+    same = fan(tags=["b"], total_spent="5.00")  # nothing new; country left out
+    dispatcher.dispatch(context("new_subscriber", creator.id, "fan-1", fan_fields=same))
+    assert updated_at() == created
+    dispatcher.dispatch(context("new_subscriber", creator.id, "fan-1", fan_fields=fan(tags=["c"])))
+    assert updated_at() > created
 
 
 # --- Trigger arguments ----------------------------------------------------------------------
