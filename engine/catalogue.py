@@ -252,6 +252,7 @@ def _policy_arguments(action: Action, config: type[BaseModel]) -> dict[str, str]
             continue
         if not isinstance(argument, str):
             raise PluginError(f"its `{attribute}` must be the name of one of its arguments")
+        _complete(config)  # its annotations resolved, to read the argument's type
         field = config.model_fields.get(argument)
         if field is None:
             raise PluginError(

@@ -249,6 +249,8 @@ def test_plugins_lists_triggers_actions_fields_and_arguments(runner):
     assert "    event.amount  (money)\n" in result.stdout
     assert "action send_message: " in result.stdout
     assert '    text: text ("...") (required)\n' in result.stdout
+    assert "    policy: sends a message\n" in result.stdout
+    assert "    policy: discount: discount; validity: valid_for\n" in result.stdout
 
 
 def test_plugins_json_is_the_whole_catalogue(runner):
@@ -259,6 +261,15 @@ def test_plugins_json_is_the_whole_catalogue(runner):
     assert triggers["message_received"]["fields"]["event.text"] == "text"
     assert actions["add_tag"]["arguments"][0]["name"] == "tag"
     assert actions["add_tag"]["side_effects"] is False
+    assert actions["send_message"]["sends_message"] is True
+    assert actions["create_offer"]["policy_arguments"] == {
+        "discount": "discount",
+        "validity": "valid_for",
+    }
+    assert (actions["add_tag"]["sends_message"], actions["add_tag"]["policy_arguments"]) == (
+        False,
+        {},
+    )
     assert listing["problems"] == []
 
 

@@ -7,6 +7,7 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,9 +16,12 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from test_docs import Block, fenced_blocks
 
 import dsl
-from engine.catalogue import ACTIONS, TRIGGERS, load_catalogue
+from dsl.catalog import Catalog
+from dsl.policy import Policy, check_policy
+from engine.catalogue import ACTIONS, TRIGGERS, action_spec, load_catalogue
 from engine.plugin_api import ActionContext, FanFields, Money, Services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,14 +270,71 @@ def hz_blocks(path: Path) -> list[str]:
     return re.findall(r"^```hz\n(.*?)^```$", path.read_text(encoding="utf-8"), re.M | re.S)
 
 
+POLICY_SECTION = "## Messages and discounts: what the policy checks"
+# The example actions that section defines, by the names it registers them under.
+POLICY_EXAMPLES = {"send_sms": "SendSms", "store_coupon": "StoreCoupon"}
+
+
+def policy_section_blocks() -> list[Block]:
+    text = GUIDE.read_text(encoding="utf-8")
+    start = text.index(POLICY_SECTION + "\n")
+    end = text.index("\n## ", start + 1)
+    first, last = text.count("\n", 0, start) + 1, text.count("\n", 0, end) + 1
+    return [b for b in fenced_blocks(GUIDE) if first <= b.line < last]
+
+
+def guide_catalog() -> Catalog:
+    """The installed plugins and the guide's example actions, loaded as the catalogue
+    loads any plugin (their declarations are validated the same way)."""
+    namespace: dict = {"__name__": "plugins_md_example"}
+    [code] = [b.body for b in policy_section_blocks() if b.info == "python"]
+    # dont_inherit: the guide's code as written, without this module's __future__ import.
+    exec(compile(code, f"{GUIDE}:{POLICY_SECTION}", "exec", dont_inherit=True), namespace)
+    installed = load_catalogue().catalog
+    examples = {name: action_spec(name, namespace[cls])[1] for name, cls in POLICY_EXAMPLES.items()}
+    return Catalog(triggers=installed.triggers, actions={**installed.actions, **examples})
+
+
 @pytest.mark.parametrize("path", [GUIDE, WEBHOOK_README], ids=lambda p: p.name)
 def test_rules_in_the_guide_and_readme_pass_the_checker(path):
     from dsl.checker import check
 
     blocks = hz_blocks(path)
     assert blocks
+    catalog = guide_catalog() if path == GUIDE else load_catalogue().catalog
     for block in blocks:
-        assert check(dsl.parse(block), load_catalogue().catalog) == []
+        assert check(dsl.parse(block), catalog) == []
+
+
+def test_the_guides_policy_example_declares_roles_and_is_refused_as_shown():
+    """The section's ```json block is the policy, its ```hz block the rule, and its
+    ```text block exactly what saving the rule reports: the example actions' roles,
+    declared as the section says, are what the policy checks."""
+    catalog = guide_catalog()
+    assert catalog.actions["send_sms"].sends_message is True
+    assert catalog.actions["store_coupon"].policy_arguments == {
+        "discount": "off",
+        "validity": "expires_in",
+    }
+    blocks = {b.info: b.body for b in policy_section_blocks() if b.info != "python"}
+    policy = Policy.model_validate_json(blocks["json"])
+    diagnostics = check_policy(dsl.parse(blocks["hz"]), policy, catalog)
+    assert dsl.render_all(diagnostics, blocks["hz"], "example.hz") + "\n" == blocks["text"]
+    # The same rule, without the roles, would have escaped the policy but for send_message.
+    bare = {**catalog.actions}
+    for name in POLICY_EXAMPLES:
+        bare[name] = replace(bare[name], sends_message=False, policy_arguments={})
+    unseen = check_policy(dsl.parse(blocks["hz"]), policy, replace(catalog, actions=bare))
+    assert unseen == []
+
+
+def test_the_guides_message_example_writes_through_the_outbox(services):
+    namespace: dict = {"__name__": "plugins_md_example"}
+    [code] = [b.body for b in policy_section_blocks() if b.info == "python"]
+    exec(compile(code, "plugins.md", "exec", dont_inherit=True), namespace)
+    action = namespace["SendSms"]()
+    result = action.run(make_context(services), action.Config(text="Hi {{ fan.name }}"))
+    assert result.ok and services.outbox.messages["exec-1:step-1"]["text"] == "Hi Ada"
 
 
 # --- The third-party example plugin ----------------------------------------------------------

@@ -159,6 +159,8 @@ def plugins(output_format: str) -> None:
         click.echo(f"action {action['name']}: {action['description']}")
         for argument in action["arguments"]:
             click.echo(f"    {format_argument(argument)}")
+        if roles := policy_roles(action):
+            click.echo(f"    policy: {roles}")
     for problem in listing["problems"]:
         click.echo(f"problem: {problem['group']} `{problem['name']}`: {problem['reason']}")
 
@@ -183,6 +185,9 @@ def describe_catalogue(loaded) -> dict:
                 "arguments": describe_arguments(spec.config_model),
                 "side_effects": spec.side_effects,
                 "emits": list(spec.emits),
+                # What a creator's policy checks in it (docs/plugins.md).
+                "sends_message": spec.sends_message,
+                "policy_arguments": dict(spec.policy_arguments),
             }
             for spec in sorted(catalog.actions.values(), key=lambda s: s.name)
         ],
@@ -205,6 +210,13 @@ def describe_arguments(model) -> list[dict]:
         }
         for name, field in model.model_fields.items()
     ]
+
+
+def policy_roles(action: dict) -> str:
+    """What the policy checks in an action: "sends a message; discount: off" ..."""
+    roles = ["sends a message"] if action["sends_message"] else []
+    roles += [f"{role}: {name}" for role, name in action["policy_arguments"].items()]
+    return "; ".join(roles)
 
 
 def format_argument(argument: dict) -> str:
