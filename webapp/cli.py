@@ -37,13 +37,17 @@ ENGINE_COMMAND_NAMES = ("db", "worker", "run", "status")
 
 class HuntazeGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *ENGINE_COMMAND_NAMES, "ai"])
+        return sorted([*super().list_commands(ctx), *ENGINE_COMMAND_NAMES, "ai", "policy"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "ai":  # the LLM client and the builder load on use too
             from webapp.cli_ai import ai
 
             return ai
+        if name == "policy":  # opens the engine's database, as the engine's commands do
+            from webapp.cli_policy import policy
+
+            return policy
         if name in ENGINE_COMMAND_NAMES:
             from webapp.cli_engine import ENGINE_COMMANDS
 
@@ -274,7 +278,7 @@ def diagnose(text: str, policy: Policy | None = None) -> list[Diagnostic]:
     return sorted([*diagnostics, *found], key=lambda d: (d.span.line, d.span.column))
 
 
-def read_policy(path: Path) -> Policy:
+def read_policy(path: Path, param_hint: str = "'--policy'") -> Policy:
     """A policy from a JSON file, or a usage error saying what is wrong with it."""
     try:
         return Policy.model_validate_json(path.read_bytes())
@@ -283,7 +287,7 @@ def read_policy(path: Path) -> Policy:
             f"{'.'.join(str(part) for part in e['loc']) or 'the file'}: {e['msg']}"
             for e in exc.errors()
         )
-        raise click.BadParameter(f"{path}: {problems}", param_hint="'--policy'") from None
+        raise click.BadParameter(f"{path}: {problems}", param_hint=param_hint) from None
 
 
 def collect_files(paths: Iterable[Path]) -> list[Path]:

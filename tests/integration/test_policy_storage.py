@@ -275,6 +275,40 @@ def test_an_invalid_new_policy_changes_nothing_and_reports_nothing(runtime, auto
         automations.set_policy("nobody", {"max_discount": 5})
 
 
+def test_huntaze_policy_shows_sets_and_reports(runtime, automations, creator, settings, tmp_path):
+    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+           "HUNTAZE_DATA_DIR": str(settings.data_dir)}  # fmt: skip
+    automations.create(creator.id, _offer("30%", "Generous"), status="active")
+    runner = CliRunner()
+    shown = runner.invoke(main, ["policy", "--creator", "Ava"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout) == automations.policy(creator.id).model_dump(mode="json")
+
+    path = tmp_path / "policy.json"
+    path.write_text('{"max_discount": 25}', encoding="utf-8")
+    changed = runner.invoke(main, ["policy", "--creator", "Ava", "--set", str(path)], env=env)
+    assert changed.exit_code == 0, changed.output
+    assert json.loads(changed.stdout)["max_discount"] == 25
+    assert _stored(runtime, creator.id) == {"max_discount": 25}
+    assert "Generous:3:26: error: a discount of 30% is more than the policy allows" in (
+        changed.stderr
+    )
+    summary = "1 active automation goes beyond it (Generous), still active: edit or pause it"
+    assert summary in changed.stderr
+    assert [a.status for a in automations.list(creator.id)] == ["active"]
+
+    path.write_text('{"max_discount": 35}', encoding="utf-8")
+    relaxed = runner.invoke(main, ["policy", "--creator", "Ava", "--set", str(path)], env=env)
+    assert "every active automation is within it" in relaxed.stderr
+
+    path.write_text('{"max_discount": 500}', encoding="utf-8")
+    invalid = runner.invoke(main, ["policy", "--creator", "Ava", "--set", str(path)], env=env)
+    assert invalid.exit_code == 2 and "'--set'" in invalid.stderr
+    assert _stored(runtime, creator.id) == {"max_discount": 35}
+    nobody = runner.invoke(main, ["policy", "--creator", "Nobody"], env=env)
+    assert nobody.exit_code == 1 and "no creator named 'Nobody'" in nobody.stderr
+
+
 # --- `huntaze run` --------------------------------------------------------------------------
 
 SUBSCRIBED = {
