@@ -315,7 +315,7 @@ _FAN_FIELDS = ("name", "username", "country", "subscribed_at", "message_count")
 
 def _set(column: str) -> str:
     """The fan's column after the event: the event's value if it gave one."""
-    return f"CASE WHEN CAST(:set_{column} AS boolean) THEN excluded.{column} ELSE f.{column} END"
+    return f"CASE WHEN :set_{column} THEN excluded.{column} ELSE f.{column} END"
 
 
 _CHANGED = ", ".join(_set(c) for c in (*_FAN_FIELDS, "total_spent"))
@@ -328,22 +328,24 @@ _BEFORE = ", ".join(f"f.{c}" for c in (*_FAN_FIELDS, "total_spent"))
 # automation, its context holding the fan as stored (fan_data in SQL: total_spent as a
 # float, subscribed_at in isoformat's UTC form). Unique keys make a racing dispatcher's
 # rows conflicts, not errors; the foreign keys are checked at the end of the statement,
-# when the event and the fan are there. ``p``: the parameters, each typed once (the
-# upsert's SET cannot read a CTE: its flags, which fields the event gives, are cast there).
+# when the event and the fan are there. ``p``: the parameters, each typed once (psycopg
+# sends text untyped, datetimes and decimals typed). The flags saying which fields the
+# event gives go to the upsert's SET (which cannot read a CTE) as booleans, typed too.
+# Sent with its spaces collapsed: psycopg converts a query's placeholders once if it has
+# at most 4,096 characters, else at every execution (a test keeps it under).
 _RECORD_PG = text(
-    f"""
+    " ".join(
+        f"""
 WITH p AS (
     SELECT CAST(:event AS varchar) AS event, CAST(:creator AS varchar) AS creator,
            CAST(:external AS varchar) AS external, CAST(:type AS varchar) AS type,
            CAST(:fan_external AS varchar) AS fan_external, CAST(:data AS jsonb) AS data,
-           CAST(:occurred AS timestamptz) AS occurred, CAST(:now AS timestamptz) AS now,
-           CAST(:wall AS timestamptz) AS wall, CAST(:fan AS varchar) AS fan,
+           :occurred AS occurred, :now AS now, :wall AS wall, CAST(:fan AS varchar) AS fan,
            CAST(:name AS varchar) AS name, CAST(:username AS varchar) AS username,
-           CAST(:country AS varchar) AS country,
-           CAST(:subscribed_at AS timestamptz) AS subscribed_at,
-           CAST(:message_count AS integer) AS message_count,
-           CAST(:total_spent AS numeric) AS total_spent, CAST(:tags AS jsonb) AS tags,
-           CAST(:context AS jsonb) AS context, CAST(:status AS varchar) AS status
+           CAST(:country AS varchar) AS country, :subscribed_at AS subscribed_at,
+           CAST(:message_count AS integer) AS message_count, :total_spent AS total_spent,
+           CAST(:tags AS jsonb) AS tags, CAST(:context AS jsonb) AS context,
+           CAST(:status AS varchar) AS status
 ), ev AS (
     INSERT INTO events (id, creator_id, external_id, type, fan_external_id, data,
                         occurred_at, received_at)
@@ -399,7 +401,8 @@ WITH p AS (
     RETURNING id
 )
 SELECT (SELECT id FROM ev) AS event_id, ARRAY(SELECT id FROM ex) AS created
-"""
+""".split()
+    )
 )
 
 
