@@ -209,6 +209,27 @@ class HuntazeWorker(SimpleWorker):
 
     early_stop: threading.Event | None = None
 
+    def _start_scheduler(self, *args, **kwargs) -> None:
+        # RQ forks its scheduler process before the worker installs RQ's handlers, and
+        # the child keeps the handlers of the fork until it installs its own. With those
+        # of `work` (noting a stop for this process only) the SIGTERM by which a worker
+        # stopping at once stops its scheduler was lost: the worker waited for that
+        # process for ever. Forked with this handler, the child stops as RQ's would.
+        parent = os.getpid()
+
+        def stop(signum, frame) -> None:
+            if os.getpid() != parent:
+                self.scheduler.request_stop()
+            elif self.early_stop is not None:
+                self.early_stop.set()
+
+        previous = {s: signal.signal(s, stop) for s in SIGNALS}
+        try:
+            super()._start_scheduler(*args, **kwargs)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
         if self.early_stop is not None and self.early_stop.is_set():

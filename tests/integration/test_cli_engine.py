@@ -590,6 +590,31 @@ def test_worker_serves_until_sigterm_and_leaves_nothing_behind(embedded, tmp_pat
     wait_for(lambda: leftovers(data_dir) == [], 10, "every process to end")
 
 
+def test_the_embedded_redis_registry_is_replaced_whole_for_the_processes_that_join(
+        tmp_path, monkeypatch):  # fmt: skip
+    """Another `huntaze` process on the data directory joins the server through the
+    registry file: it must never find that file empty or half-written."""
+    from engine.queue import EmbeddedRedis
+
+    replaced = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((a, b)), replace(a, b)))
+    settings = Settings(data_dir=tmp_path / "data")
+    server = EmbeddedRedis(settings)
+    try:
+        registry = tmp_path / "data" / "redis.db.settings"
+        assert replaced == [(f"{registry}.{os.getpid()}.tmp", str(registry))]
+        assert json.loads(registry.read_text())["unixsocket"] == server.server.socket_file
+        assert [p.name for p in registry.parent.glob("*.tmp")] == []
+        joined = EmbeddedRedis(settings)
+        assert joined.url == server.url and replaced == replaced[:1]
+        joined.close()
+        assert server.server.ping()
+    finally:
+        server.close()
+    assert not registry.exists()
+
+
 def test_worker_refuses_a_database_without_the_schema(embedded, tmp_path):
     result = invoke(WORKER_BURST, embedded)
     assert result.exit_code == 1
