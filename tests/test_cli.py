@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
+from pathlib import Path
+
+from test_docs import LANGUAGE_MD, fenced_blocks
 
 from webapp.cli import main
 
@@ -222,6 +227,26 @@ def test_help_lists_the_commands(runner):
     assert result.exit_code == 0
     assert "check" in result.stdout
     assert "fmt" in result.stdout
+
+
+def test_the_language_references_commands_run_as_written(runner, tmp_path, monkeypatch):
+    """Every `huntaze check` and `huntaze fmt` line of docs/language.md, on a copy of the
+    examples (canonical and clean: each exits 0 and changes nothing)."""
+    lines = [line for b in fenced_blocks(LANGUAGE_MD) if b.info == "text"
+             for line in b.body.splitlines() if line.startswith("huntaze ")]  # fmt: skip
+    assert len(lines) >= 6
+    shutil.copytree(Path(LANGUAGE_MD).parents[1] / "examples", tmp_path / "examples",
+                    ignore=shutil.ignore_patterns("huntaze-webhook"))  # fmt: skip
+    (tmp_path / "welcome.hz").write_text(CANONICAL, encoding="utf-8")
+    (tmp_path / "vip.hz").write_text(CANONICAL.replace("Welcome", "VIP"), encoding="utf-8")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.hz")}
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        result = runner.invoke(main, shlex.split(line)[1:])
+        assert result.exit_code == 0, f"{line}\n{result.output}"
+        if "--format json" in line:
+            assert json.loads(result.stdout) == []
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.hz")} == before
 
 
 # --- check against the installed plugins, plugins, graph -------------------------------

@@ -19,7 +19,9 @@ import pytest
 from catalog_fixture import CATALOG
 
 import dsl
+import dsl.ast
 from dsl import DslError
+from dsl.parser import KEYWORDS
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGE_MD = ROOT / "docs" / "language.md"
@@ -118,6 +120,55 @@ def test_language_reference_has_examples_of_each_kind() -> None:
     assert infos.count("hz") >= 10
     assert infos.count("hz-error") >= 10
     assert "lark" in infos
+
+
+def _section_blocks(path: Path, heading: str) -> list[Block]:
+    """The fenced blocks under a heading (a whole line), up to the next heading of its
+    level or above."""
+    level = len(heading.split()[0])
+    blocks = fenced_blocks(path)
+    inside = {n for b in blocks for n in range(b.line, b.line + b.body.count("\n") + 2)}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first = lines.index(heading) + 1
+    last = next(
+        (n for n, line in enumerate(lines[first:], first + 1)
+         if n not in inside and re.match(rf"#{{1,{level}}} ", line)),
+        len(lines) + 1,
+    )  # fmt: skip
+    return [b for b in blocks if first <= b.line < last]
+
+
+def _condition(source: str) -> dsl.ast.Expr:
+    text = f'automation "x" {{\n  when purchase_completed\n  if {source} {{\n  }}\n}}\n'
+    return dsl.parse(text).automations[0].body[0].branches[0].condition
+
+
+def test_language_reference_precedence_examples_mean_what_they_say() -> None:
+    blocks = _section_blocks(LANGUAGE_MD, "### Precedence and parentheses")
+    [block] = [b for b in blocks if b.info == "text"]
+    pairs = [line.split(" means ") for line in block.body.splitlines()]
+    assert len(pairs) >= 4
+    for written, meant in pairs:
+        assert _condition(written.strip()) == _condition(meant.strip()), written
+    assert _condition("a or b and c") != _condition("(a or b) and c")
+
+
+def test_language_reference_lists_the_keywords() -> None:
+    [block] = [b for b in _section_blocks(LANGUAGE_MD, "## Names and keywords") if b.info == "text"]
+    words = block.body.split()
+    assert len(words) == len(set(words)) and set(words) == KEYWORDS
+
+
+def test_language_reference_canonical_example_is_canonical() -> None:
+    [block] = [b for b in _section_blocks(LANGUAGE_MD, "## The canonical format") if b.info == "hz"]
+    assert dsl.format_text(block.body, block.id) == block.body
+
+
+def test_language_reference_trigger_arguments_example_parses() -> None:
+    [block] = [b for b in _section_blocks(LANGUAGE_MD, "### Triggers") if b.info == "text"]
+    text = f'automation "x" {{\n  {block.body.strip()}\n}}\n'
+    trigger = dsl.parse(text).automations[0].trigger
+    assert trigger.name == "subscription_expiring" and len(trigger.arguments) == 1
 
 
 def test_language_reference_shows_the_grammar_verbatim() -> None:

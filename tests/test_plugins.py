@@ -337,6 +337,51 @@ def test_the_guides_message_example_writes_through_the_outbox(services):
     assert result.ok and services.outbox.messages["exec-1:step-1"]["text"] == "Hi Ada"
 
 
+# --- The guide's PostWebhook, as written --------------------------------------------------
+
+
+def guide_post_webhook() -> type:
+    """The guide's "Declaring an action" block with its `run` from "Running: the context
+    and the services", executed as one module."""
+    blocks = fenced_blocks(GUIDE)
+    python = [b.body for b in blocks if b.info == "python"]
+    declared = next(body for body in python if "class PostWebhook(" in body)
+    [run_method] = [body for body in python if body.startswith("    def run(")]
+    [stub] = [line for line in declared.splitlines(keepends=True) if line.endswith("# below\n")]
+    namespace: dict = {"__name__": "plugins_md_webhook"}
+    code = declared.replace(stub, run_method)
+    exec(compile(code, f"{GUIDE}:PostWebhook", "exec", dont_inherit=True), namespace)
+    return namespace["PostWebhook"]
+
+
+def test_the_guides_post_webhook_posts_as_the_plugin_does(receiver, services):
+    action = guide_post_webhook()()
+    port = receiver.server_address[1]
+    ctx = make_context(services, key="exec-4:step-2", event={"amount": Money(Decimal("59"))})
+    config = action.Config(url=f"http://127.0.0.1:{port}/in", label="{{ fan.name }}")
+    result = action.run(ctx, config)
+    assert result.ok and result.output == {"status_code": 204}
+    [(path, headers, body)] = receiver.requests
+    assert path == "/in" and headers["Idempotency-Key"] == "exec-4:step-2"
+    assert json.loads(body)["label"] == "Ada"
+
+
+def test_the_guides_timeout_error_is_what_the_checker_reports():
+    """The guide's first rule with a timeout over 30 s, checked against its action."""
+    guide = GUIDE.read_text(encoding="utf-8")
+    [shown] = re.findall(r"^ *```text\n *(rules\.hz:.*)\n *```", guide, re.M)
+    rule = next(b.body for b in fenced_blocks(GUIDE) if b.info == "hz").replace(
+        "timeout: 5s", "timeout: 45s"
+    )
+    installed = load_catalogue().catalog
+    spec = action_spec("post_webhook", guide_post_webhook())[1]
+    catalog = Catalog(
+        triggers=installed.triggers, actions={**installed.actions, "post_webhook": spec}
+    )
+    diagnostics = dsl.check(dsl.parse(rule), catalog)
+    assert dsl.render_all(diagnostics, rule, "rules.hz").splitlines()[0] == shown
+
+
 # --- The third-party example plugin ----------------------------------------------------------
 
 
