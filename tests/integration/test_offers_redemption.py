@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -404,6 +405,7 @@ def test_the_one_statement_redemption_redeems_or_changes_nothing(pg, pg_service,
     offer = pg_service.create(new_creator(), offer_fields(max_redemptions=3, max_per_fan=2))
     first = fast(offer.id, "fan-1", "key-1")
     assert first is not None and first.discount == Decimal("6.00")
+    assert pg_service.redemptions(offer.id) == [first]  # every field, as stored
     assert fast(offer.id, "fan-1", "key-2") is not None
     assert fast(offer.id, "fan-1", "key-3") is None  # the fan's limit
     assert fast(offer.id, "fan-2", "key-1") is None  # a known key
@@ -422,6 +424,14 @@ def test_the_one_statement_redemption_redeems_or_changes_nothing(pg, pg_service,
     assert done is not None and done.discount == Decimal("10.00")
     assert count_and_rows(pg_service, bogo.id) == (1, 1)
     assert fan_numbers(bogo.id) == [None]  # no limit per fan: not numbered
+
+
+def test_the_fast_paths_redemption_ids_are_version_4_uuids():
+    ids = [redemption._uuid4() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 def test_the_one_statement_redemption_survives_lost_connections_and_statements(pg, clock):
