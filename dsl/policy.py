@@ -47,6 +47,10 @@ from dsl.explain import duration_words, money_words, number_words
 
 DAY = 86400  # seconds
 
+# The code of a discount that only needs the creator's confirmation: callers tell it
+# from what the policy refuses outright.
+CONFIRM_DISCOUNT = "policy.confirm-discount"
+
 _DURATION = re.compile(r"^\s*(\d+)([smhdw])\s*$")
 
 
@@ -207,7 +211,7 @@ def _percentage(
             f"a discount of {shown} needs your confirmation (the policy asks above {limit}%)",
             node.span,
             hint=f"confirm it when you save the automation, or lower it to {limit}% or less",
-            code="policy.confirm-discount",
+            code=CONFIRM_DISCOUNT,
         )
 
 

@@ -17,7 +17,7 @@ from dsl.catalog import Catalog
 from dsl.diagnostics import Diagnostic, render_all
 from dsl.errors import DslError
 from dsl.parser import parse
-from dsl.policy import Policy, check_policy
+from dsl.policy import CONFIRM_DISCOUNT, Policy, check_policy
 from engine.exceptions import InvalidInput, NotFound
 from engine.models import ApiToken, Automation, AutomationStatus, Creator, utcnow
 
@@ -82,10 +82,6 @@ def set_policy(
     return policy
 
 
-# The policy's code for a discount that only needs the creator's confirmation.
-_CONFIRM = "policy.confirm-discount"
-
-
 @dataclass(frozen=True)
 class PolicyConflict:
     """A saved automation that a policy refuses: what saving its text again would
@@ -127,8 +123,9 @@ def policy_conflicts(
             continue
         found = check_policy(module, policy, catalog)
         if before is not None:
-            asked = {d.span for d in check_policy(module, before, catalog) if d.code == _CONFIRM}
-            found = [d for d in found if d.code != _CONFIRM or d.span not in asked]
+            earlier = check_policy(module, before, catalog)
+            asked = {d.span for d in earlier if d.code == CONFIRM_DISCOUNT}
+            found = [d for d in found if d.code != CONFIRM_DISCOUNT or d.span not in asked]
         if found:
             conflicts.append(
                 PolicyConflict(automation.id, automation.name, automation.source, tuple(found))

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from dsl import Diagnostic, DslError, analyse, compile_text, export_flow, format_text, render
 from dsl.ast import Span
 from dsl.diagnostics import Severity, error
-from dsl.policy import Policy, check_policy
+from dsl.policy import CONFIRM_DISCOUNT, Policy, check_policy
 from dsl.types import accepted_types, describe
 from engine.catalogue import load_catalogue
 
@@ -271,7 +271,7 @@ def diagnose(text: str, policy: Policy | None = None) -> list[Diagnostic]:
         return diagnostics
     found = [
         d
-        if policy is not None and d.code != "policy.confirm-discount"
+        if policy is not None and d.code != CONFIRM_DISCOUNT
         else dataclasses.replace(d, severity=Severity.WARNING)
         for d in check_policy(module, policy or Policy(), catalog)
     ]

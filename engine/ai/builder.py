@@ -27,15 +27,13 @@ from dsl.flow import export_flow
 from dsl.formatter import format_module
 from dsl.parser import parse_expression
 from dsl.pipeline import analyse
-from dsl.policy import Policy, check_policy
+from dsl.policy import CONFIRM_DISCOUNT, Policy, check_policy
 from engine.ai import prompts
 from engine.ai.llm import LLMClient, LLMError
 from engine.ai.offline import Understanding, fallback_template, translate, understand
 from engine.exceptions import HuntazeError
 
 OFFLINE_PROVIDER = "offline"
-# The policy's code for a discount that only needs the creator's confirmation.
-NEEDS_CONFIRMATION = "policy.confirm-discount"
 
 # Confidence (see ``confidence``).
 REPAIR_PENALTY = 0.15
@@ -171,7 +169,7 @@ def policy_diagnostics(
     creator asked for, and saving asks for the confirmation instead
     (``BuildResult.needs_confirmation``)."""
     return [
-        replace(d, severity=Severity.WARNING) if d.code == NEEDS_CONFIRMATION else d
+        replace(d, severity=Severity.WARNING) if d.code == CONFIRM_DISCOUNT else d
         for d in check_policy(module, policy, catalog, confirmed=confirmed)
     ]
 
@@ -430,7 +428,7 @@ class _Build:
             provider=provider,
             model=model,
             offline=offline,
-            needs_confirmation=any(d.code == NEEDS_CONFIRMATION for d in warnings),
+            needs_confirmation=any(d.code == CONFIRM_DISCOUNT for d in warnings),
             usage=usage,
             uncovered=missing,
         )
