@@ -37,6 +37,12 @@ def create_creator(
     return creator
 
 
+def creator_named(session: Session, name: str) -> str | None:
+    """The id of the creator of that name (the newest, names being free text), if any."""
+    query = select(Creator.id).where(Creator.name == name)
+    return session.scalar(query.order_by(Creator.created_at.desc()))
+
+
 def get_policy(session: Session, creator_id: str, default_messages_per_day: int) -> Policy:
     """The creator's policy: the settings they changed, over the defaults.
 

@@ -42,14 +42,13 @@ from engine import migrate
 from engine.analytics import automation_stats
 from engine.automations import AutomationService, split_automations
 from engine.clock import SystemClock, VirtualClock
-from engine.creators import create_creator, effective_policy
+from engine.creators import create_creator, creator_named, effective_policy
 from engine.dispatch import Dispatcher
 from engine.events import EventSystem, TriggerContext
 from engine.exceptions import InvalidAutomation, InvalidInput
 from engine.jobs import maybe_sweep, sweep
 from engine.models import (
     Automation,
-    Creator,
     Event,
     Execution,
     ExecutionStatus,
@@ -771,12 +770,8 @@ def _when(event: ReplayEvent | None) -> str | None:
 
 
 def find_or_create_creator(session, name: str | None) -> str:
-    if name is not None:
-        existing = session.scalar(
-            select(Creator.id).where(Creator.name == name).order_by(Creator.created_at.desc())
-        )
-        if existing is not None:
-            return existing
+    if name is not None and (existing := creator_named(session, name)) is not None:
+        return existing
     return create_creator(session, name or "Demo creator").id
 
 

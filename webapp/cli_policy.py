@@ -65,15 +65,12 @@ def report(change: PolicyChange) -> None:
 @contextmanager
 def _creator(name: str) -> Iterator[tuple[AutomationService, str]]:
     """The automations of the named creator, in the database the engine's settings name."""
-    from sqlalchemy import select
-
     from engine.automations import AutomationService
-    from engine.models import Creator
+    from engine.creators import creator_named
     from webapp.cli_engine import command_runtime
 
     with command_runtime() as runtime:
-        query = select(Creator.id).where(Creator.name == name)
-        creator_id = runtime.db.run(lambda s: s.scalar(query.order_by(Creator.created_at.desc())))
+        creator_id = runtime.db.run(lambda s: creator_named(s, name))
         if creator_id is None:
             raise click.ClickException(f"no creator named {name!r}")
         yield AutomationService(runtime), creator_id
